@@ -1,0 +1,59 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A Kubernetes-API-compatible API server served from an in-memory watch cache.
+#[derive(Debug, Parser)]
+#[command(name = "watchcache", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Kubernetes API.
+    Serve(ServeArgs),
+}
+
+/// The flags of `watchcache serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the startup line tells which).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Directory of the durable embedded store (the default storage).
+    #[arg(long, default_value = "./watchcache-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Keep objects in memory only: nothing survives a restart.
+    #[arg(long, conflicts_with = "etcd_endpoints")]
+    pub in_memory: bool,
+
+    /// Store objects in this etcd cluster instead (comma-separated URLs, e.g.
+    /// http://127.0.0.1:2379,http://10.0.0.2:2379).
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Key prefix in etcd, as kube-apiserver's --etcd-prefix.
+    #[arg(long, default_value = "/registry", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+
+    /// How long to keep retrying an unreachable etcd at startup, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub etcd_startup_timeout: u64,
+
+    /// Revisions of write history the embedded store keeps for watches and past-revision lists.
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_revisions: u64,
+
+    /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}

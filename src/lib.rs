@@ -1,0 +1,18 @@
+//! watchcache: a Kubernetes-API-compatible API server whose reads and watches are served from an
+//! in-memory watch cache.
+//!
+//! The crate is a library with one binary (`src/main.rs`). Its modules follow the path of a
+//! request (see `ARCHITECTURE.md` at the repository root):
+//!
+//! - [`cli`]: the command line (`watchcache serve ...`);
+//! - [`server`]: opens the storage, starts the HTTP server and runs it until a signal;
+//! - [`api`]: HTTP — the only module that knows hyper and Kubernetes `Status` errors;
+//! - [`storage`]: the versioned key-value store interface and its embedded and etcd backends.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod server;
+pub mod storage;

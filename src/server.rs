@@ -1,0 +1,75 @@
+//! Wiring: opens the storage the flags name, binds the listener, serves until SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::cli::ServeArgs;
+use crate::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
+use crate::storage::etcd::{EtcdOptions, EtcdStorage};
+use crate::storage::Storage;
+
+/// Why `watchcache serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The storage could not be opened or reached.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address from `--listen`.
+        address: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the storage selected by `args`.
+pub async fn open_storage(args: &ServeArgs) -> Result<Arc<dyn Storage>, ServeError> {
+    if !args.etcd_endpoints.is_empty() {
+        let options = EtcdOptions {
+            prefix: args.etcd_prefix.clone(),
+            startup_timeout: Duration::from_secs(args.etcd_startup_timeout),
+            ..EtcdOptions::default()
+        };
+        return Ok(Arc::new(EtcdStorage::connect(&args.etcd_endpoints, options).await?));
+    }
+    let options = EmbeddedOptions { history_revisions: args.history_revisions };
+    let storage = if args.in_memory {
+        EmbeddedStorage::in_memory(options)?
+    } else {
+        let dir = args.data_dir.clone();
+        tokio::task::spawn_blocking(move || EmbeddedStorage::open(&dir, options))
+            .await
+            .expect("storage open task panicked")?
+    };
+    Ok(Arc::new(storage))
+}
+
+/// Runs `watchcache serve` until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let storage = open_storage(&args).await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Listen { address: args.listen, source })?;
+    let address =
+        listener.local_addr().map_err(|source| ServeError::Listen { address: args.listen, source })?;
+    // The one startup line: scripts and tests read the address from it.
+    println!("watchcache listening on http://{address} (storage: {})", storage.describe());
+    let state = Arc::new(ApiState { storage });
+    api::serve(listener, state, shutdown_signal()).await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

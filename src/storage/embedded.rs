@@ -1,0 +1,894 @@
+//! The embedded backend: a durable store in one file, on redb.
+//!
+//! # Layout
+//!
+//! One redb database with three tables:
+//!
+//! - `kv`: key → `create_revision (u64 LE) ‖ mod_revision (u64 LE) ‖ value`, the current state;
+//! - `log`: revision → one encoded [`Event`] (with the previous value), the history that watches
+//!   and lists at past revisions read;
+//! - `meta`: `revision` (the latest write's revision) and `compacted` (every log entry below it
+//!   is gone).
+//!
+//! Each write assigns the next revision, updates `kv`, appends to `log` and bumps `meta` in one
+//! transaction, so the three never disagree.
+//!
+//! # Writes: one writer thread, group commit
+//!
+//! All writes go through one thread that owns the write side of the database. It takes every
+//! request that is waiting (up to [`MAX_BATCH`]), applies them one after another in a single
+//! transaction (each sees the ones before it, and a failed precondition affects only its own
+//! request), commits once with [`Durability::Immediate`] (fsync), publishes the new revision,
+//! and only then answers. A write is acknowledged only once it is on disk; concurrent writers
+//! share one fsync.
+//!
+//! # History
+//!
+//! The writer keeps the last `history_revisions` revisions in `log`, trimming at most
+//! [`MAX_TRIM_PER_BATCH`] entries per batch so that trimming never stalls writes.
+//! [`Storage::compact`] trims further at once.
+//!
+//! # Watches
+//!
+//! A watch is a task that reads `log` from its own cursor whenever the published revision moves
+//! past it. It never misses a write: a write is published after its commit, and the task re-reads
+//! the published revision after every read.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use crossbeam::channel as cb;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use super::{
+    validate_key, validate_list, validate_prefix, validate_value, Deleted, Event, EventKind, KeyValue,
+    ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
+};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+/// The most write requests applied in one transaction.
+pub const MAX_BATCH: usize = 256;
+/// The most log entries the writer trims in one batch while keeping the history window.
+pub const MAX_TRIM_PER_BATCH: usize = 1024;
+/// The most log entries a watch reads at once.
+const WATCH_READ_BATCH: usize = 1024;
+/// The capacity of a watch's message channel.
+const WATCH_CHANNEL: usize = 64;
+
+/// Settings of the embedded backend.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// How many revisions of history to keep for watches and past-revision lists.
+    pub history_revisions: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions { history_revisions: 100_000 }
+    }
+}
+
+/// The embedded backend. See the module docs.
+pub struct EmbeddedStorage {
+    db: Arc<Database>,
+    /// The revision of the latest committed write. Written only by the writer thread, after the
+    /// commit and before the writer answers; read by watches and `current_revision`.
+    revision: Arc<watch::Sender<Revision>>,
+    writer: Mutex<Option<Writer>>,
+    description: String,
+}
+
+struct Writer {
+    requests: cb::Sender<WriteRequest>,
+    thread: JoinHandle<()>,
+}
+
+impl EmbeddedStorage {
+    /// Opens (or creates) the durable store in directory `dir`.
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            StorageError::Internal(format!("cannot create data directory {}: {error}", dir.display()))
+        })?;
+        let path: PathBuf = dir.join("watchcache.redb");
+        let db = Database::create(&path)
+            .map_err(|error| StorageError::Internal(format!("cannot open {}: {error}", path.display())))?;
+        Self::start(db, options, format!("embedded redb at {}", dir.display()))
+    }
+
+    /// Opens an empty store that lives in memory only.
+    pub fn in_memory(options: EmbeddedOptions) -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(internal)?;
+        Self::start(db, options, "in-memory".to_owned())
+    }
+
+    fn start(db: Database, options: EmbeddedOptions, description: String) -> Result<Self> {
+        let db = Arc::new(db);
+        let revision = initialize(&db)?;
+        let revision = Arc::new(watch::Sender::new(revision));
+        let (requests, receiver) = cb::unbounded();
+        let thread = {
+            let db = Arc::clone(&db);
+            let revision = Arc::clone(&revision);
+            std::thread::Builder::new()
+                .name("embedded-writer".into())
+                .spawn(move || run_writer(&db, &revision, &receiver, options.history_revisions))
+                .map_err(|error| StorageError::Internal(format!("cannot start writer: {error}")))?
+        };
+        Ok(EmbeddedStorage {
+            db,
+            revision,
+            writer: Mutex::new(Some(Writer { requests, thread })),
+            description,
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let writer = self.writer.lock().expect("writer lock poisoned");
+            let writer = writer.as_ref().ok_or_else(|| StorageError::Unavailable("store closed".into()))?;
+            writer
+                .requests
+                .send(WriteRequest { op, reply })
+                .map_err(|_| StorageError::Internal("writer thread stopped".into()))?;
+        }
+        answer.await.map_err(|_| StorageError::Internal("writer thread stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(internal)?;
+            read(&txn)
+        })
+        .await
+        .map_err(|error| StorageError::Internal(format!("read task failed: {error}")))?
+    }
+}
+
+impl Drop for EmbeddedStorage {
+    fn drop(&mut self) {
+        // Closing the request channel stops the writer once it has answered what it holds;
+        // joining it releases the database file before a reopen.
+        let writer = self.writer.get_mut().ok().and_then(Option::take);
+        if let Some(Writer { requests, thread }) = writer {
+            drop(requests);
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for EmbeddedStorage {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        validate_key(key)?;
+        validate_value(key, &value)?;
+        match self.write(WriteOp::Create { key: key.to_owned(), value }).await? {
+            WriteOutcome::Put(kv) => Ok(kv),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        validate_key(key)?;
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let table = match txn.open_table(KV) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(error) => return Err(internal(error)),
+            };
+            let found = table.get(key.as_str()).map_err(internal)?;
+            found.map(|guard| decode_kv(&key, guard.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+        validate_list(prefix, &options)?;
+        let prefix = prefix.to_owned();
+        self.read(move |txn| list_in(txn, &prefix, &options)).await
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision) -> Result<KeyValue> {
+        validate_key(key)?;
+        validate_value(key, &value)?;
+        let op = WriteOp::Update { key: key.to_owned(), value, expected: expected_mod_revision };
+        match self.write(op).await? {
+            WriteOutcome::Put(kv) => Ok(kv),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<Deleted> {
+        validate_key(key)?;
+        match self.write(WriteOp::Delete { key: key.to_owned(), expected: expected_mod_revision }).await? {
+            WriteOutcome::Deleted(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream> {
+        validate_prefix(prefix)?;
+        let prefix = prefix.to_owned();
+        // Fail at once for a compacted start, as etcd does.
+        let compacted = self.read(|txn| Ok(read_meta(txn)?.1)).await?;
+        check_watch_start(after_revision, compacted)?;
+        let (sender, messages) = mpsc::channel(WATCH_CHANNEL);
+        let progress = Arc::new(Notify::new());
+        let task = WatchTask {
+            db: Arc::clone(&self.db),
+            prefix,
+            cursor: after_revision,
+            revision: self.revision.subscribe(),
+            sender,
+            progress: Arc::clone(&progress),
+        };
+        tokio::spawn(task.run());
+        Ok(WatchStream::new(messages, progress))
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64> {
+        validate_prefix(prefix)?;
+        let prefix = prefix.to_owned();
+        self.read(move |txn| {
+            let table = match txn.open_table(KV) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(error) => return Err(internal(error)),
+            };
+            let mut count = 0;
+            for entry in table.range(prefix.as_str()..).map_err(internal)? {
+                let (key, _) = entry.map_err(internal)?;
+                if !key.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                count += 1;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(*self.revision.borrow())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        match self.write(WriteOp::Compact { revision }).await? {
+            WriteOutcome::Compacted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> StorageError {
+    StorageError::Internal(error.to_string())
+}
+
+fn unexpected(outcome: WriteOutcome) -> StorageError {
+    StorageError::Internal(format!("unexpected writer answer {outcome:?}"))
+}
+
+fn check_watch_start(after_revision: Revision, compacted: Revision) -> Result<()> {
+    if after_revision + 1 < compacted {
+        return Err(StorageError::Compacted { requested: after_revision + 1, compacted });
+    }
+    Ok(())
+}
+
+/// Creates the tables of a new store and returns the latest revision.
+fn initialize(db: &Database) -> Result<Revision> {
+    let mut txn = db.begin_write().map_err(internal)?;
+    txn.set_durability(Durability::Immediate).map_err(internal)?;
+    let revision = {
+        txn.open_table(KV).map_err(internal)?;
+        txn.open_table(LOG).map_err(internal)?;
+        let mut meta = txn.open_table(META).map_err(internal)?;
+        let revision = meta.get(META_REVISION).map_err(internal)?.map(|guard| guard.value());
+        match revision {
+            Some(revision) => revision,
+            None => {
+                meta.insert(META_REVISION, 1).map_err(internal)?;
+                meta.insert(META_COMPACTED, 0).map_err(internal)?;
+                1
+            }
+        }
+    };
+    txn.commit().map_err(internal)?;
+    Ok(revision)
+}
+
+/// `(revision, compacted)` as of `txn`.
+fn read_meta(txn: &redb::ReadTransaction) -> Result<(Revision, Revision)> {
+    let meta = txn.open_table(META).map_err(internal)?;
+    let get = |name| -> Result<u64> {
+        Ok(meta.get(name).map_err(internal)?.map(|guard| guard.value()).unwrap_or(0))
+    };
+    Ok((get(META_REVISION)?, get(META_COMPACTED)?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+fn encode_kv(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + value.len());
+    out.extend_from_slice(&create_revision.to_le_bytes());
+    out.extend_from_slice(&mod_revision.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_kv(key: &str, bytes: &[u8]) -> Result<KeyValue> {
+    let mut reader = Reader(bytes);
+    let create_revision = reader.u64()?;
+    let mod_revision = reader.u64()?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: Bytes::copy_from_slice(reader.0),
+        create_revision,
+        mod_revision,
+    })
+}
+
+/// Log record: `kind u8 ‖ key_len u32 ‖ key ‖ create u64 ‖ value_len u32 ‖ value ‖ has_prev u8
+/// [‖ prev_create u64 ‖ prev_mod u64 ‖ prev_value (rest)]`. The event's revision is the log key.
+fn encode_event(event: &Event) -> Vec<u8> {
+    let prev_len = event.prev.as_ref().map_or(0, |prev| 16 + prev.value.len());
+    let mut out = Vec::with_capacity(26 + event.kv.key.len() + event.kv.value.len() + prev_len);
+    out.push(match event.kind {
+        EventKind::Put => 0,
+        EventKind::Delete => 1,
+    });
+    out.extend_from_slice(&(event.kv.key.len() as u32).to_le_bytes());
+    out.extend_from_slice(event.kv.key.as_bytes());
+    out.extend_from_slice(&event.kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&(event.kv.value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&event.kv.value);
+    match &event.prev {
+        None => out.push(0),
+        Some(prev) => {
+            out.push(1);
+            out.extend_from_slice(&prev.create_revision.to_le_bytes());
+            out.extend_from_slice(&prev.mod_revision.to_le_bytes());
+            out.extend_from_slice(&prev.value);
+        }
+    }
+    out
+}
+
+/// The key of an encoded event, without decoding the rest.
+fn event_key(bytes: &[u8]) -> Result<&str> {
+    let mut reader = Reader(bytes);
+    reader.u8()?;
+    let len = reader.u32()? as usize;
+    std::str::from_utf8(reader.take(len)?).map_err(internal)
+}
+
+fn decode_event(revision: Revision, bytes: &[u8]) -> Result<Event> {
+    let mut reader = Reader(bytes);
+    let kind = match reader.u8()? {
+        0 => EventKind::Put,
+        1 => EventKind::Delete,
+        other => return Err(StorageError::Internal(format!("corrupt log entry kind {other}"))),
+    };
+    let key_len = reader.u32()? as usize;
+    let key = std::str::from_utf8(reader.take(key_len)?).map_err(internal)?.to_owned();
+    let create_revision = reader.u64()?;
+    let value_len = reader.u32()? as usize;
+    let value = Bytes::copy_from_slice(reader.take(value_len)?);
+    let prev = match reader.u8()? {
+        0 => None,
+        _ => Some(KeyValue {
+            key: key.clone(),
+            create_revision: reader.u64()?,
+            mod_revision: reader.u64()?,
+            value: Bytes::copy_from_slice(reader.0),
+        }),
+    };
+    Ok(Event { kind, kv: KeyValue { key, value, create_revision, mod_revision: revision }, prev })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
+        if self.0.len() < len {
+            return Err(StorageError::Internal("corrupt record: truncated".into()));
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+fn list_in(txn: &redb::ReadTransaction, prefix: &str, options: &ListOptions) -> Result<ListResult> {
+    let (current, compacted) = read_meta(txn)?;
+    let revision = options.revision.unwrap_or(current);
+    if revision > current {
+        return Err(StorageError::FutureRevision { requested: revision, current });
+    }
+    if revision < compacted {
+        return Err(StorageError::Compacted { requested: revision, compacted });
+    }
+    let limit = options.limit.filter(|&limit| limit > 0).unwrap_or(usize::MAX);
+    let start = options.continue_after.as_deref().unwrap_or(prefix);
+    let kv = txn.open_table(KV).map_err(internal)?;
+
+    // State at `revision` = current state, with every key written since then replaced by its
+    // value before the first of those writes (`None`: it did not exist).
+    let mut rewound: std::collections::BTreeMap<String, Option<KeyValue>> = Default::default();
+    if revision < current {
+        let log = txn.open_table(LOG).map_err(internal)?;
+        for entry in log.range(revision + 1..=current).map_err(internal)? {
+            let (rev, bytes) = entry.map_err(internal)?;
+            let bytes = bytes.value();
+            let key = event_key(bytes)?;
+            if !key.starts_with(prefix) || key <= start && options.continue_after.is_some() {
+                continue;
+            }
+            if !rewound.contains_key(key) {
+                rewound.insert(key.to_owned(), decode_event(rev.value(), bytes)?.prev);
+            }
+        }
+    }
+
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut push = |item: KeyValue, items: &mut Vec<KeyValue>| -> bool {
+        if items.len() == limit {
+            more = true;
+            return false;
+        }
+        items.push(item);
+        true
+    };
+    let mut rewound_iter = rewound.into_iter().peekable();
+    let mut current_iter = kv.range(start..).map_err(internal)?;
+    let excluded_start = options.continue_after.is_some();
+    'merge: loop {
+        let next_current = loop {
+            match current_iter.next() {
+                None => break None,
+                Some(entry) => {
+                    let (key, value) = entry.map_err(internal)?;
+                    let key = key.value();
+                    if !key.starts_with(prefix) {
+                        break None;
+                    }
+                    if excluded_start && key == start {
+                        continue;
+                    }
+                    break Some((key.to_owned(), value.value().to_vec()));
+                }
+            }
+        };
+        // Emit the rewound keys that sort before the next current key.
+        while let Some((key, _)) = rewound_iter.peek() {
+            if next_current.as_ref().is_some_and(|(current_key, _)| current_key < key) {
+                break;
+            }
+            let (key, old) = rewound_iter.next().expect("peeked");
+            let same_as_current = next_current.as_ref().is_some_and(|(current_key, _)| *current_key == key);
+            if let Some(old) = old {
+                if !push(old, &mut items) {
+                    break 'merge;
+                }
+            }
+            if same_as_current {
+                continue 'merge;
+            }
+        }
+        match next_current {
+            None => break,
+            Some((key, value)) => {
+                if !push(decode_kv(&key, &value)?, &mut items) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(ListResult { items, revision, more })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+#[derive(Debug)]
+enum WriteOp {
+    Create { key: String, value: Bytes },
+    Update { key: String, value: Bytes, expected: Revision },
+    Delete { key: String, expected: Option<Revision> },
+    Compact { revision: Revision },
+}
+
+#[derive(Debug)]
+enum WriteOutcome {
+    Put(KeyValue),
+    Deleted(Deleted),
+    Compacted,
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome>>,
+}
+
+fn run_writer(
+    db: &Database,
+    published: &watch::Sender<Revision>,
+    requests: &cb::Receiver<WriteRequest>,
+    history_revisions: u64,
+) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
+        match apply_batch(db, &ops, history_revisions) {
+            Ok((revision, outcomes)) => {
+                published.send_if_modified(|published| {
+                    let changed = *published != revision;
+                    *published = revision;
+                    changed
+                });
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "embedded store commit failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies `ops` in one transaction; returns the revision after it and each op's outcome.
+fn apply_batch(
+    db: &Database,
+    ops: &[&WriteOp],
+    history_revisions: u64,
+) -> Result<(Revision, Vec<Result<WriteOutcome>>)> {
+    let mut txn = db.begin_write().map_err(internal)?;
+    txn.set_durability(Durability::Immediate).map_err(internal)?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let revision;
+    {
+        let mut kv = txn.open_table(KV).map_err(internal)?;
+        let mut log = txn.open_table(LOG).map_err(internal)?;
+        let mut meta = txn.open_table(META).map_err(internal)?;
+        let get = |meta: &redb::Table<&str, u64>, name| -> Result<u64> {
+            Ok(meta.get(name).map_err(internal)?.map(|guard| guard.value()).unwrap_or(0))
+        };
+        let mut state =
+            BatchState { revision: get(&meta, META_REVISION)?, compacted: get(&meta, META_COMPACTED)? };
+        for op in ops {
+            outcomes.push(state.apply(&mut kv, &mut log, op));
+        }
+        // Keep the history window, a bounded step at a time.
+        if state.revision > history_revisions {
+            state.trim(&mut log, state.revision - history_revisions, MAX_TRIM_PER_BATCH)?;
+        }
+        meta.insert(META_REVISION, state.revision).map_err(internal)?;
+        meta.insert(META_COMPACTED, state.compacted).map_err(internal)?;
+        revision = state.revision;
+    }
+    txn.commit().map_err(internal)?;
+    Ok((revision, outcomes))
+}
+
+struct BatchState {
+    revision: Revision,
+    compacted: Revision,
+}
+
+type KvTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type LogTable<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+impl BatchState {
+    fn apply(&mut self, kv: &mut KvTable<'_>, log: &mut LogTable<'_>, op: &WriteOp) -> Result<WriteOutcome> {
+        match op {
+            WriteOp::Create { key, value } => {
+                if kv.get(key.as_str()).map_err(internal)?.is_some() {
+                    return Err(StorageError::AlreadyExists { key: key.clone() });
+                }
+                self.put(kv, log, key, value, None)
+            }
+            WriteOp::Update { key, value, expected } => {
+                let prev = self.current(kv, key)?;
+                if prev.mod_revision != *expected {
+                    return Err(StorageError::Conflict {
+                        key: key.clone(),
+                        expected: *expected,
+                        actual: prev.mod_revision,
+                    });
+                }
+                self.put(kv, log, key, value, Some(prev))
+            }
+            WriteOp::Delete { key, expected } => {
+                let prev = self.current(kv, key)?;
+                if let Some(expected) = expected {
+                    if prev.mod_revision != *expected {
+                        return Err(StorageError::Conflict {
+                            key: key.clone(),
+                            expected: *expected,
+                            actual: prev.mod_revision,
+                        });
+                    }
+                }
+                self.revision += 1;
+                let event = Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: key.clone(),
+                        value: Bytes::new(),
+                        create_revision: 0,
+                        mod_revision: self.revision,
+                    },
+                    prev: Some(prev.clone()),
+                };
+                kv.remove(key.as_str()).map_err(internal)?;
+                log.insert(self.revision, encode_event(&event).as_slice()).map_err(internal)?;
+                Ok(WriteOutcome::Deleted(Deleted { prev, revision: self.revision }))
+            }
+            WriteOp::Compact { revision } => {
+                if *revision <= self.compacted {
+                    return Err(StorageError::Compacted { requested: *revision, compacted: self.compacted });
+                }
+                if *revision > self.revision {
+                    return Err(StorageError::FutureRevision {
+                        requested: *revision,
+                        current: self.revision,
+                    });
+                }
+                self.trim(log, *revision, usize::MAX)?;
+                Ok(WriteOutcome::Compacted)
+            }
+        }
+    }
+
+    fn current(&self, kv: &KvTable<'_>, key: &str) -> Result<KeyValue> {
+        match kv.get(key).map_err(internal)? {
+            Some(guard) => decode_kv(key, guard.value()),
+            None => Err(StorageError::NotFound { key: key.to_owned() }),
+        }
+    }
+
+    fn put(
+        &mut self,
+        kv: &mut KvTable<'_>,
+        log: &mut LogTable<'_>,
+        key: &str,
+        value: &Bytes,
+        prev: Option<KeyValue>,
+    ) -> Result<WriteOutcome> {
+        self.revision += 1;
+        let create_revision = prev.as_ref().map_or(self.revision, |prev| prev.create_revision);
+        let stored = KeyValue {
+            key: key.to_owned(),
+            value: value.clone(),
+            create_revision,
+            mod_revision: self.revision,
+        };
+        kv.insert(key, encode_kv(create_revision, self.revision, value).as_slice()).map_err(internal)?;
+        let event = Event { kind: EventKind::Put, kv: stored.clone(), prev };
+        log.insert(self.revision, encode_event(&event).as_slice()).map_err(internal)?;
+        Ok(WriteOutcome::Put(stored))
+    }
+
+    /// Removes log entries below `target`, at most `max` of them, and advances `compacted`.
+    fn trim(&mut self, log: &mut LogTable<'_>, target: Revision, max: usize) -> Result<()> {
+        if target <= self.compacted {
+            return Ok(());
+        }
+        let mut removed = 0;
+        let mut new_compacted = target;
+        let doomed: Vec<u64> = {
+            let mut doomed = Vec::new();
+            for entry in log.range(..target).map_err(internal)? {
+                let (revision, _) = entry.map_err(internal)?;
+                if removed == max {
+                    new_compacted = revision.value();
+                    break;
+                }
+                doomed.push(revision.value());
+                removed += 1;
+            }
+            doomed
+        };
+        for revision in doomed {
+            log.remove(revision).map_err(internal)?;
+        }
+        self.compacted = self.compacted.max(new_compacted);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+
+struct WatchTask {
+    db: Arc<Database>,
+    prefix: String,
+    /// Every write up to this revision has been read from the log.
+    cursor: Revision,
+    revision: watch::Receiver<Revision>,
+    sender: mpsc::Sender<Result<WatchMessage>>,
+    progress: Arc<Notify>,
+}
+
+impl WatchTask {
+    async fn run(mut self) {
+        // The highest revision the client knows to be complete.
+        let mut told = self.cursor;
+        loop {
+            let latest = *self.revision.borrow_and_update();
+            if self.cursor < latest {
+                let db = Arc::clone(&self.db);
+                let prefix = self.prefix.clone();
+                let cursor = self.cursor;
+                let read = tokio::task::spawn_blocking(move || read_log(&db, &prefix, cursor, latest))
+                    .await
+                    .unwrap_or_else(|error| {
+                        Err(StorageError::Internal(format!("watch read failed: {error}")))
+                    });
+                match read {
+                    Ok((events, read_to)) => {
+                        self.cursor = read_to;
+                        if !events.is_empty() {
+                            told = events.last().expect("not empty").revision();
+                            if self.sender.send(Ok(WatchMessage::Events(events))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = self.sender.send(Err(error)).await;
+                        return;
+                    }
+                }
+                continue;
+            }
+            if told < self.cursor {
+                told = self.cursor;
+                if self.sender.send(Ok(WatchMessage::Progress(told))).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = self.revision.changed() => {
+                    if changed.is_err() {
+                        // The store was closed.
+                        return;
+                    }
+                }
+                _ = self.progress.notified() => {
+                    if self.sender.send(Ok(WatchMessage::Progress(self.cursor))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = self.sender.closed() => return,
+            }
+        }
+    }
+}
+
+/// Reads the events under `prefix` after `cursor`, up to `latest` and at most
+/// [`WATCH_READ_BATCH`] log entries; returns them and the revision read up to.
+fn read_log(
+    db: &Database,
+    prefix: &str,
+    cursor: Revision,
+    latest: Revision,
+) -> Result<(Vec<Event>, Revision)> {
+    let txn = db.begin_read().map_err(internal)?;
+    let (_, compacted) = read_meta(&txn)?;
+    check_watch_start(cursor, compacted)?;
+    let log = txn.open_table(LOG).map_err(internal)?;
+    let mut events = Vec::new();
+    let mut read_to = latest;
+    for (count, entry) in log.range(cursor + 1..=latest).map_err(internal)?.enumerate() {
+        let (revision, bytes) = entry.map_err(internal)?;
+        if count == WATCH_READ_BATCH {
+            read_to = revision.value() - 1;
+            break;
+        }
+        let bytes = bytes.value();
+        if event_key(bytes)?.starts_with(prefix) {
+            events.push(decode_event(revision.value(), bytes)?);
+        }
+    }
+    Ok((events, read_to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_the_log_encoding() {
+        let prev = KeyValue {
+            key: "/a/b".into(),
+            value: Bytes::from_static(b"old"),
+            create_revision: 3,
+            mod_revision: 5,
+        };
+        for event in [
+            Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: "/a/b".into(),
+                    value: Bytes::from_static(b"new"),
+                    create_revision: 3,
+                    mod_revision: 9,
+                },
+                prev: Some(prev.clone()),
+            },
+            Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: "/a/b".into(),
+                    value: Bytes::from_static(b"x"),
+                    create_revision: 9,
+                    mod_revision: 9,
+                },
+                prev: None,
+            },
+            Event {
+                kind: EventKind::Delete,
+                kv: KeyValue { key: "/a/b".into(), value: Bytes::new(), create_revision: 0, mod_revision: 9 },
+                prev: Some(prev),
+            },
+        ] {
+            let bytes = encode_event(&event);
+            assert_eq!(event_key(&bytes).unwrap(), "/a/b");
+            assert_eq!(decode_event(9, &bytes).unwrap(), event);
+            assert!(decode_event(9, &bytes[..bytes.len() / 2]).is_err() || event.prev.is_some());
+        }
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        assert!(decode_kv("/a", &[1, 2, 3]).is_err());
+        assert!(decode_event(1, &[0, 9, 0, 0, 0, b'/']).is_err());
+        assert!(decode_event(1, &[7]).is_err());
+    }
+}

@@ -1,0 +1,611 @@
+//! The etcd backend: kube-apiserver's key layout on an etcd cluster.
+//!
+//! A key `/configmaps/default/settings` is stored at `<prefix>/configmaps/default/settings`
+//! (prefix `/registry` by default), with the value as given (the API layer writes JSON, as
+//! kube-apiserver does with `--storage-media-type=application/json`). Store revisions are etcd's
+//! revisions.
+//!
+//! - A create is a transaction on `create_revision == 0`; an update and a guarded delete are
+//!   transactions on `mod_revision`.
+//! - A watch asks for previous values and progress notifications; a compacted start revision
+//!   ends it with [`StorageError::Compacted`].
+//!
+//! # Several endpoints
+//!
+//! etcd-client balances one channel over all the endpoints it is given, and then fails requests
+//! while one of them is down. This backend instead keeps one client per endpoint, sends each
+//! request to a *preferred* endpoint, and on a transport error or a timeout moves on to the next
+//! endpoint (which becomes the preferred one if it answers). A write whose answer was lost may
+//! therefore be sent twice; every write here is conditional, so a resent write fails with
+//! `AlreadyExists` or `Conflict` rather than applying twice.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use tokio::sync::{mpsc, Notify};
+
+use super::{
+    validate_key, validate_list, validate_prefix, validate_value, Deleted, Event, EventKind, KeyValue,
+    ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
+};
+
+/// Settings of the etcd backend.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// The key prefix, e.g. `/registry`.
+    pub prefix: String,
+    /// How long one request may take on one endpoint before the next one is tried.
+    pub request_timeout: Duration,
+    /// How long [`EtcdStorage::connect`] keeps retrying before it gives up.
+    pub startup_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            prefix: "/registry".into(),
+            request_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The etcd backend. See the module docs.
+pub struct EtcdStorage {
+    endpoints: Vec<Endpoint>,
+    /// The index of the endpoint requests go to first. Any request may move it; readers may see
+    /// a stale value, which only costs one failed attempt.
+    preferred: AtomicUsize,
+    prefix: String,
+    request_timeout: Duration,
+    server_version: String,
+}
+
+struct Endpoint {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl EtcdStorage {
+    /// Connects to the cluster at `endpoints`, retrying for up to `options.startup_timeout`
+    /// until one endpoint answers.
+    pub async fn connect(endpoints: &[String], options: EtcdOptions) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(StorageError::Unavailable("no etcd endpoint given".into()));
+        }
+        let prefix = options.prefix.trim_end_matches('/').to_owned();
+        if !prefix.is_empty() {
+            validate_key(&prefix).map_err(|_| StorageError::InvalidKey {
+                key: options.prefix.clone(),
+                reason: "the etcd prefix must be a path such as /registry",
+            })?;
+        }
+        let mut storage = EtcdStorage {
+            endpoints: endpoints
+                .iter()
+                .map(|url| Endpoint { url: url.trim().to_owned(), client: Mutex::new(None) })
+                .collect(),
+            preferred: AtomicUsize::new(0),
+            prefix,
+            request_timeout: options.request_timeout,
+            server_version: String::new(),
+        };
+        let deadline = tokio::time::Instant::now() + options.startup_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match storage.run(|mut client| async move { client.status().await }).await {
+                Ok(status) => {
+                    storage.server_version = status.version().to_owned();
+                    return Ok(storage);
+                }
+                Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(%error, "etcd not reachable yet, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => {
+                    return Err(StorageError::Unavailable(format!(
+                        "cannot reach etcd at {} within {:?}: {error}",
+                        endpoints.join(","),
+                        options.startup_timeout
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The version the etcd server reported when connecting, e.g. `3.4.23`.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn strip(&self, full: &[u8]) -> Result<String> {
+        std::str::from_utf8(full)
+            .ok()
+            .and_then(|key| key.strip_prefix(self.prefix.as_str()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                StorageError::Internal(format!("etcd returned a key outside the prefix: {full:?}"))
+            })
+    }
+
+    fn key_value(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+        Ok(KeyValue {
+            key: self.strip(kv.key())?,
+            value: Bytes::copy_from_slice(kv.value()),
+            create_revision: kv.create_revision() as Revision,
+            mod_revision: kv.mod_revision() as Revision,
+        })
+    }
+
+    async fn client(&self, index: usize) -> Result<Client> {
+        let endpoint = &self.endpoints[index];
+        if let Some(client) = endpoint.client.lock().expect("endpoint lock poisoned").as_ref() {
+            return Ok(client.clone());
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        // Connecting builds the channel; the connection itself is made by the first request.
+        let client = Client::connect([endpoint.url.as_str()], Some(options))
+            .await
+            .map_err(|error| StorageError::Unavailable(format!("{}: {error}", endpoint.url)))?;
+        // Two tasks may connect at once; the last one's client is kept, both work.
+        *endpoint.client.lock().expect("endpoint lock poisoned") = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Runs `request` on the preferred endpoint, then on each other one while the failure is a
+    /// transport failure or a timeout.
+    async fn run<T, F, Fut>(&self, request: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let count = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % count;
+        let mut last_error = StorageError::Unavailable("no endpoint tried".into());
+        for attempt in 0..count {
+            let index = (first + attempt) % count;
+            let url = &self.endpoints[index].url;
+            let client = match self.client(index).await {
+                Ok(client) => client,
+                Err(error) => {
+                    last_error = error;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.request_timeout, request(client)).await {
+                Ok(Ok(answer)) => {
+                    if attempt > 0 {
+                        tracing::info!(endpoint = %url, "etcd endpoint now preferred");
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
+                    return Ok(answer);
+                }
+                Ok(Err(error)) => {
+                    let error = map_error(error);
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    tracing::warn!(endpoint = %url, %error, "etcd endpoint failed");
+                    last_error = error;
+                }
+                Err(_) => {
+                    tracing::warn!(endpoint = %url, "etcd endpoint timed out");
+                    last_error = StorageError::Unavailable(format!(
+                        "{url} did not answer within {:?}",
+                        self.request_timeout
+                    ));
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn map_error(error: etcd_client::Error) -> StorageError {
+    use etcd_client::Error;
+    match error {
+        Error::GRpcStatus(status) => {
+            let message = status.message();
+            if message.contains("required revision has been compacted") {
+                StorageError::Compacted { requested: 0, compacted: 0 }
+            } else if message.contains("required revision is a future revision") {
+                StorageError::FutureRevision { requested: 0, current: 0 }
+            } else {
+                match i32::from(status.code()) {
+                    GRPC_UNKNOWN | GRPC_DEADLINE_EXCEEDED | GRPC_UNAVAILABLE
+                        if !message.contains("etcdserver: request is too large") =>
+                    {
+                        StorageError::Unavailable(format!("{:?}: {message}", status.code()))
+                    }
+                    _ => StorageError::Internal(format!("etcd: {:?}: {message}", status.code())),
+                }
+            }
+        }
+        Error::TransportError(error) => StorageError::Unavailable(format!("transport: {error}")),
+        Error::IoError(error) => StorageError::Unavailable(format!("i/o: {error}")),
+        Error::WatchError(error) => StorageError::Unavailable(format!("watch: {error}")),
+        other => StorageError::Internal(format!("etcd: {other}")),
+    }
+}
+
+// The gRPC status codes `map_error` treats as transient.
+const GRPC_UNKNOWN: i32 = 2;
+const GRPC_DEADLINE_EXCEEDED: i32 = 4;
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// Fills in the revisions of a `Compacted` or `FutureRevision` error that etcd reported without
+/// them.
+fn with_revisions(error: StorageError, requested: Revision, current: Option<Revision>) -> StorageError {
+    match error {
+        StorageError::Compacted { compacted, .. } => StorageError::Compacted { requested, compacted },
+        StorageError::FutureRevision { current: known, .. } => {
+            StorageError::FutureRevision { requested, current: current.unwrap_or(known) }
+        }
+        other => other,
+    }
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision> {
+    header
+        .map(|header| header.revision() as Revision)
+        .ok_or_else(|| StorageError::Internal("etcd response without header".into()))
+}
+
+#[async_trait]
+impl Storage for EtcdStorage {
+    fn describe(&self) -> String {
+        let urls: Vec<&str> = self.endpoints.iter().map(|endpoint| endpoint.url.as_str()).collect();
+        format!("etcd {} at {} under {}", self.server_version, urls.join(","), self.prefix)
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+        validate_key(key)?;
+        validate_value(key, &value)?;
+        let full = self.full_key(key);
+        let response = self
+            .run(|mut client| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(full.clone(), value.to_vec(), None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        if !response.succeeded() {
+            return Err(StorageError::AlreadyExists { key: key.to_owned() });
+        }
+        let revision = header_revision(response.header())?;
+        Ok(KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let response = self
+            .run(|mut client| {
+                let full = full.clone();
+                async move { client.get(full, None).await }
+            })
+            .await?;
+        response.kvs().first().map(|kv| self.key_value(kv)).transpose()
+    }
+
+    async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+        validate_list(prefix, &options)?;
+        let full_prefix = self.full_key(prefix);
+        let end = prefix_end(full_prefix.as_bytes());
+        let start: Vec<u8> = match &options.continue_after {
+            Some(after) => {
+                let mut start = self.full_key(after).into_bytes();
+                start.push(0);
+                start
+            }
+            None => full_prefix.clone().into_bytes(),
+        };
+        let limit = options.limit.filter(|&limit| limit > 0);
+        let response = self
+            .run(|mut client| {
+                let mut get = GetOptions::new().with_range(end.clone());
+                if let Some(limit) = limit {
+                    get = get.with_limit(limit as i64);
+                }
+                if let Some(revision) = options.revision {
+                    get = get.with_revision(revision as i64);
+                }
+                let start = start.clone();
+                async move { client.get(start, Some(get)).await }
+            })
+            .await
+            .map_err(|error| with_revisions(error, options.revision.unwrap_or(0), None))?;
+        let current = header_revision(response.header())?;
+        let items = response.kvs().iter().map(|kv| self.key_value(kv)).collect::<Result<Vec<_>>>()?;
+        Ok(ListResult { items, revision: options.revision.unwrap_or(current), more: response.more() })
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision) -> Result<KeyValue> {
+        validate_key(key)?;
+        validate_value(key, &value)?;
+        let full = self.full_key(key);
+        let response = self
+            .run(|mut client| {
+                let txn = Txn::new()
+                    .when([
+                        Compare::version(full.clone(), CompareOp::Greater, 0),
+                        Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision as i64),
+                    ])
+                    .and_then([TxnOp::put(
+                        full.clone(),
+                        value.to_vec(),
+                        Some(PutOptions::new().with_prev_key()),
+                    )])
+                    .or_else([TxnOp::get(full.clone(), None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        let revision = header_revision(response.header())?;
+        let mut answers = response.op_responses().into_iter();
+        match answers.next() {
+            Some(TxnOpResponse::Put(put)) if response.succeeded() => {
+                let create_revision =
+                    put.prev_key().map_or(revision, |prev| prev.create_revision() as Revision);
+                Ok(KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision })
+            }
+            Some(TxnOpResponse::Get(get)) => match get.kvs().first() {
+                None => Err(StorageError::NotFound { key: key.to_owned() }),
+                Some(current) => Err(StorageError::Conflict {
+                    key: key.to_owned(),
+                    expected: expected_mod_revision,
+                    actual: current.mod_revision() as Revision,
+                }),
+            },
+            _ => Err(StorageError::Internal("unexpected etcd transaction answer".into())),
+        }
+    }
+
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<Deleted> {
+        validate_key(key)?;
+        let full = self.full_key(key);
+        let response = self
+            .run(|mut client| {
+                let mut txn = Txn::new();
+                if let Some(expected) = expected_mod_revision {
+                    txn = txn.when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected as i64)]);
+                }
+                let txn = txn
+                    .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
+                    .or_else([TxnOp::get(full.clone(), None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        let revision = header_revision(response.header())?;
+        match response.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Delete(deleted)) if response.succeeded() => {
+                match deleted.prev_kvs().first() {
+                    Some(prev) => Ok(Deleted { prev: self.key_value(prev)?, revision }),
+                    None => Err(StorageError::NotFound { key: key.to_owned() }),
+                }
+            }
+            Some(TxnOpResponse::Get(get)) => match get.kvs().first() {
+                None => Err(StorageError::NotFound { key: key.to_owned() }),
+                Some(current) => Err(StorageError::Conflict {
+                    key: key.to_owned(),
+                    expected: expected_mod_revision.unwrap_or(0),
+                    actual: current.mod_revision() as Revision,
+                }),
+            },
+            _ => Err(StorageError::Internal("unexpected etcd transaction answer".into())),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream> {
+        validate_prefix(prefix)?;
+        let full_prefix = self.full_key(prefix);
+        let end = prefix_end(full_prefix.as_bytes());
+        let stream = self
+            .run(|mut client| {
+                let options = WatchOptions::new()
+                    .with_range(end.clone())
+                    .with_start_revision(after_revision as i64 + 1)
+                    .with_prev_key()
+                    .with_progress_notify();
+                let key = full_prefix.clone();
+                async move { client.watch(key, Some(options)).await }
+            })
+            .await?;
+        let (sender, messages) = mpsc::channel(64);
+        let progress = Arc::new(Notify::new());
+        let task = EtcdWatch {
+            prefix: self.prefix.clone(),
+            stream,
+            sender,
+            progress: Arc::clone(&progress),
+            requested: after_revision + 1,
+        };
+        tokio::spawn(task.run());
+        Ok(WatchStream::new(messages, progress))
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64> {
+        validate_prefix(prefix)?;
+        let full_prefix = self.full_key(prefix);
+        let end = prefix_end(full_prefix.as_bytes());
+        let response = self
+            .run(|mut client| {
+                let options = GetOptions::new().with_range(end.clone()).with_count_only();
+                let key = full_prefix.clone();
+                async move { client.get(key, Some(options)).await }
+            })
+            .await?;
+        Ok(response.count() as u64)
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        let key = self.full_key("/");
+        let response = self
+            .run(|mut client| {
+                let key = key.clone();
+                async move { client.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
+        header_revision(response.header())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let current = self.current_revision().await?;
+        if revision > current {
+            return Err(StorageError::FutureRevision { requested: revision, current });
+        }
+        self.run(|mut client| async move { client.compact(revision as i64, None).await })
+            .await
+            .map_err(|error| with_revisions(error, revision, Some(current)))?;
+        Ok(())
+    }
+}
+
+struct EtcdWatch {
+    prefix: String,
+    stream: etcd_client::WatchStream,
+    sender: mpsc::Sender<Result<WatchMessage>>,
+    progress: Arc<Notify>,
+    /// The first revision the watch asked for, for the `Compacted` error.
+    requested: Revision,
+}
+
+impl EtcdWatch {
+    async fn run(mut self) {
+        loop {
+            let message = tokio::select! {
+                message = self.stream.message() => message,
+                _ = self.progress.notified() => {
+                    if let Err(error) = self.stream.request_progress().await {
+                        let _ = self.sender.send(Err(map_error(error))).await;
+                        return;
+                    }
+                    continue;
+                }
+                _ = self.sender.closed() => return,
+            };
+            let response = match message {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    let _ = self
+                        .sender
+                        .send(Err(StorageError::Unavailable("etcd closed the watch".into())))
+                        .await;
+                    return;
+                }
+                Err(error) => {
+                    let _ = self.sender.send(Err(map_error(error))).await;
+                    return;
+                }
+            };
+            if response.compact_revision() > 0 {
+                let error = StorageError::Compacted {
+                    requested: self.requested,
+                    compacted: response.compact_revision() as Revision,
+                };
+                let _ = self.sender.send(Err(error)).await;
+                return;
+            }
+            if response.canceled() {
+                let reason = response.cancel_reason().to_owned();
+                let _ = self
+                    .sender
+                    .send(Err(StorageError::Unavailable(format!("watch canceled: {reason}"))))
+                    .await;
+                return;
+            }
+            let message = if response.events().is_empty() {
+                if response.created() {
+                    continue;
+                }
+                match header_revision(response.header()) {
+                    Ok(revision) => Ok(WatchMessage::Progress(revision)),
+                    Err(error) => Err(error),
+                }
+            } else {
+                self.events(&response).map(WatchMessage::Events)
+            };
+            let failed = message.is_err();
+            if self.sender.send(message).await.is_err() || failed {
+                return;
+            }
+            if let Some(last) = response.events().last().and_then(|event| event.kv()) {
+                self.requested = last.mod_revision() as Revision + 1;
+            }
+        }
+    }
+
+    fn events(&self, response: &etcd_client::WatchResponse) -> Result<Vec<Event>> {
+        let key_value = |kv: &etcd_client::KeyValue| -> Result<KeyValue> {
+            let key = std::str::from_utf8(kv.key())
+                .ok()
+                .and_then(|key| key.strip_prefix(self.prefix.as_str()))
+                .ok_or_else(|| {
+                    StorageError::Internal("etcd watch returned a key outside the prefix".into())
+                })?;
+            Ok(KeyValue {
+                key: key.to_owned(),
+                value: Bytes::copy_from_slice(kv.value()),
+                create_revision: kv.create_revision() as Revision,
+                mod_revision: kv.mod_revision() as Revision,
+            })
+        };
+        response
+            .events()
+            .iter()
+            .map(|event| {
+                let kv = event.kv().ok_or_else(|| StorageError::Internal("etcd event without kv".into()))?;
+                let kind = match event.event_type() {
+                    EventType::Put => EventKind::Put,
+                    EventType::Delete => EventKind::Delete,
+                };
+                let mut kv = key_value(kv)?;
+                if kind == EventKind::Delete {
+                    kv.create_revision = 0;
+                    kv.value = Bytes::new();
+                }
+                let prev = event.prev_kv().map(key_value).transpose()?;
+                Ok(Event { kind, kv, prev })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}
