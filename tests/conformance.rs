@@ -99,7 +99,11 @@ async fn create_get_and_already_exists(backend: Backend) {
     let again = storage.create("/things/default/a", value("two")).await;
     assert_eq!(again, Err(StorageError::AlreadyExists { key: "/things/default/a".into() }));
     assert_eq!(storage.get("/things/default/a").await.unwrap(), Some(created.clone()));
-    assert_eq!(storage.current_revision().await.unwrap(), created.mod_revision, "a failed write used a revision");
+    assert_eq!(
+        storage.current_revision().await.unwrap(),
+        created.mod_revision,
+        "a failed write used a revision"
+    );
 }
 
 async fn update_is_compare_and_swap(backend: Backend) {
@@ -147,7 +151,10 @@ async fn delete_honours_preconditions(backend: Backend) {
     assert!(deleted.revision > created.mod_revision);
     assert_eq!(storage.current_revision().await.unwrap(), deleted.revision);
     assert_eq!(storage.get("/things/a").await.unwrap(), None);
-    assert_eq!(storage.delete("/things/a", None).await, Err(StorageError::NotFound { key: "/things/a".into() }));
+    assert_eq!(
+        storage.delete("/things/a", None).await,
+        Err(StorageError::NotFound { key: "/things/a".into() })
+    );
     assert_eq!(
         storage.delete("/things/a", Some(deleted.revision)).await,
         Err(StorageError::NotFound { key: "/things/a".into() })
@@ -185,7 +192,8 @@ async fn list_by_prefix_at_latest_and_past_revisions(backend: Backend) {
     storage.delete("/list/a", None).await.unwrap();
     storage.create("/list/a", value("again")).await.unwrap();
 
-    let past = storage.list("/list/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
+    let past =
+        storage.list("/list/", ListOptions { revision: Some(at), ..Default::default() }).await.unwrap();
     assert_eq!(past.items, old, "{}: list at a past revision", backend.name);
     assert_eq!(past.revision, at);
 
@@ -196,7 +204,8 @@ async fn list_by_prefix_at_latest_and_past_revisions(backend: Backend) {
     assert_eq!(now.revision, storage.current_revision().await.unwrap());
 
     let current = now.revision;
-    let future = storage.list("/list/", ListOptions { revision: Some(current + 10), ..Default::default() }).await;
+    let future =
+        storage.list("/list/", ListOptions { revision: Some(current + 10), ..Default::default() }).await;
     assert!(matches!(future, Err(StorageError::FutureRevision { .. })), "{}: {future:?}", backend.name);
 
     // A past list with a limit and a continue key.
@@ -209,7 +218,11 @@ async fn list_by_prefix_at_latest_and_past_revisions(backend: Backend) {
     let rest = storage
         .list(
             "/list/",
-            ListOptions { revision: Some(at), limit: Some(2), continue_after: Some(first.items[1].key.clone()) },
+            ListOptions {
+                revision: Some(at),
+                limit: Some(2),
+                continue_after: Some(first.items[1].key.clone()),
+            },
         )
         .await
         .unwrap();
@@ -238,7 +251,8 @@ async fn list_pages_with_limit_and_continue(backend: Backend) {
         after = Some(page.items.last().unwrap().key.clone());
     }
     assert_eq!(seen, expected);
-    let unlimited = storage.list("/pages/", ListOptions { limit: Some(0), ..Default::default() }).await.unwrap();
+    let unlimited =
+        storage.list("/pages/", ListOptions { limit: Some(0), ..Default::default() }).await.unwrap();
     assert_eq!(unlimited.items.len(), 25);
     assert!(!unlimited.more);
 }
@@ -290,7 +304,10 @@ async fn pagination_under_concurrent_writes_returns_each_key_once(backend: Backe
         assert_eq!(page.revision, revision);
     }
     writer.await.unwrap();
-    let snapshot = storage.list("/paged/", ListOptions { revision: Some(revision), ..Default::default() }).await.unwrap();
+    let snapshot = storage
+        .list("/paged/", ListOptions { revision: Some(revision), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(seen, snapshot.items, "{}: pages must add up to the snapshot", backend.name);
     let keys: BTreeSet<&str> = seen.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys.len(), seen.len(), "a key was returned twice");
@@ -386,7 +403,8 @@ async fn watch_delivers_exactly_the_writes_after_a_revision(backend: Backend) {
                         current.remove(&key);
                     }
                     Some(prev) => {
-                        let kv = storage.update(&key, value(&format!("v{i}")), prev.mod_revision).await.unwrap();
+                        let kv =
+                            storage.update(&key, value(&format!("v{i}")), prev.mod_revision).await.unwrap();
                         written.push(Written {
                             kind: EventKind::Put,
                             key: key.clone(),
@@ -454,7 +472,9 @@ async fn watch_from_a_compacted_revision_is_compacted(backend: Backend) {
         }
     }
     // A list before it too, and compacting again to the same revision.
-    let old = storage.list("/compact/", ListOptions { revision: Some(first.mod_revision), ..Default::default() }).await;
+    let old = storage
+        .list("/compact/", ListOptions { revision: Some(first.mod_revision), ..Default::default() })
+        .await;
     assert!(matches!(old, Err(StorageError::Compacted { .. })), "{}: {old:?}", backend.name);
     let again = storage.compact(compact_to).await;
     assert!(matches!(again, Err(StorageError::Compacted { .. })), "{}: {again:?}", backend.name);
@@ -464,8 +484,14 @@ async fn watch_from_a_compacted_revision_is_compacted(backend: Backend) {
     // From the compacted revision on, history is still there; the current value is kept.
     let mut watch = storage.watch("/compact/", compact_to - 1).await.unwrap();
     let events = collect_events(&mut watch, 3).await;
-    assert_eq!(events.iter().map(Event::revision).collect::<Vec<_>>(), [compact_to, compact_to + 1, compact_to + 2]);
-    let at = storage.list("/compact/", ListOptions { revision: Some(compact_to), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        events.iter().map(Event::revision).collect::<Vec<_>>(),
+        [compact_to, compact_to + 1, compact_to + 2]
+    );
+    let at = storage
+        .list("/compact/", ListOptions { revision: Some(compact_to), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(at.items[0].mod_revision, compact_to);
     assert_eq!(storage.get("/compact/a").await.unwrap(), Some(last));
 }
@@ -535,13 +561,22 @@ async fn bad_input_gets_typed_errors_and_writes_nothing(backend: Backend) {
     let error = storage.create("/good/big", too_big.clone()).await.unwrap_err();
     assert_eq!(
         error,
-        StorageError::ValueTooLarge { key: "/good/big".into(), size: MAX_VALUE_BYTES + 1, limit: MAX_VALUE_BYTES }
+        StorageError::ValueTooLarge {
+            key: "/good/big".into(),
+            size: MAX_VALUE_BYTES + 1,
+            limit: MAX_VALUE_BYTES
+        }
     );
     let current = storage.get("/good/a").await.unwrap().unwrap();
     let error = storage.update("/good/a", too_big, current.mod_revision).await.unwrap_err();
     assert!(matches!(error, StorageError::ValueTooLarge { .. }));
 
-    assert_eq!(storage.current_revision().await.unwrap(), before, "{}: bad input wrote something", backend.name);
+    assert_eq!(
+        storage.current_revision().await.unwrap(),
+        before,
+        "{}: bad input wrote something",
+        backend.name
+    );
     assert_eq!(storage.get("/good/a").await.unwrap(), Some(current));
     assert_eq!(storage.count("/").await.unwrap(), 1);
 }

@@ -236,7 +236,7 @@ impl Storage for EmbeddedStorage {
         let (sender, messages) = mpsc::channel(WATCH_CHANNEL);
         let progress = Arc::new(Notify::new());
         let task = WatchTask {
-            db: Arc::clone(&self.db),
+            db: Arc::downgrade(&self.db),
             prefix,
             cursor: after_revision,
             revision: self.revision.subscribe(),
@@ -746,7 +746,8 @@ impl BatchState {
 // Watches
 
 struct WatchTask {
-    db: Arc<Database>,
+    /// Weak, so that a watch never keeps a closed store's file open.
+    db: std::sync::Weak<Database>,
     prefix: String,
     /// Every write up to this revision has been read from the log.
     cursor: Revision,
@@ -762,7 +763,10 @@ impl WatchTask {
         loop {
             let latest = *self.revision.borrow_and_update();
             if self.cursor < latest {
-                let db = Arc::clone(&self.db);
+                let Some(db) = self.db.upgrade() else {
+                    // The store was closed.
+                    return;
+                };
                 let prefix = self.prefix.clone();
                 let cursor = self.cursor;
                 let read = tokio::task::spawn_blocking(move || read_log(&db, &prefix, cursor, latest))

@@ -12,12 +12,17 @@ use watchcache::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
 use watchcache::storage::etcd::{EtcdOptions, EtcdStorage};
 use watchcache::storage::Storage;
 
-/// A real etcd server with its own data directory, on free loopback ports; killed on drop.
-pub struct EtcdServer {
-    child: Child,
-    _dir: tempfile::TempDir,
-    pub client_url: String,
-    pub log: PathBuf,
+/// A real etcd cluster on loopback: each member with its own data directory and free ports.
+/// Every member is killed on drop.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    child: Option<Child>,
+    client_url: String,
+    log: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -38,61 +43,100 @@ pub fn etcd_binary() -> PathBuf {
     })
 }
 
-impl EtcdServer {
-    /// Starts etcd and waits until it accepts client connections.
-    pub fn start() -> EtcdServer {
+impl EtcdCluster {
+    /// Starts a cluster of `size` members and waits until each accepts client connections.
+    pub fn start(size: usize) -> EtcdCluster {
         let binary = etcd_binary();
         let dir = tempfile::tempdir().unwrap();
-        let client_url = format!("http://127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let log = dir.path().join("etcd.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
-            // Room for a 1.5 MiB value plus the request around it.
-            .arg("--max-request-bytes=2097152")
-            .arg("--log-level=warn")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("etcd starts");
-        let mut server = EtcdServer { child, _dir: dir, client_url, log };
-        server.wait_ready();
-        server
+        let names: Vec<String> = (0..size).map(|i| format!("member{i}")).collect();
+        let client_urls: Vec<String> =
+            (0..size).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        let peer_urls: Vec<String> = (0..size).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        let initial_cluster: Vec<String> =
+            names.iter().zip(&peer_urls).map(|(name, peer)| format!("{name}={peer}")).collect();
+        let mut members = Vec::new();
+        for i in 0..size {
+            let log = dir.path().join(format!("{}.log", names[i]));
+            let log_file = std::fs::File::create(&log).unwrap();
+            let child = Command::new(&binary)
+                .arg(format!("--name={}", names[i]))
+                .arg(format!("--data-dir={}", dir.path().join(&names[i]).display()))
+                .arg(format!("--listen-client-urls={}", client_urls[i]))
+                .arg(format!("--advertise-client-urls={}", client_urls[i]))
+                .arg(format!("--listen-peer-urls={}", peer_urls[i]))
+                .arg(format!("--initial-advertise-peer-urls={}", peer_urls[i]))
+                .arg(format!("--initial-cluster={}", initial_cluster.join(",")))
+                .arg("--initial-cluster-state=new")
+                // Room for a 1.5 MiB value plus the request around it.
+                .arg("--max-request-bytes=2097152")
+                .arg("--log-level=warn")
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("etcd starts");
+            members.push(Member { child: Some(child), client_url: client_urls[i].clone(), log });
+        }
+        let mut cluster = EtcdCluster { members, dir };
+        cluster.wait_ready();
+        cluster
     }
 
     fn wait_ready(&mut self) {
-        let address = self.client_url.trim_start_matches("http://").to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("etcd exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        for member in &mut self.members {
+            let address = member.client_url.trim_start_matches("http://").to_owned();
+            loop {
+                let child = member.child.as_mut().unwrap();
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "etcd exited with {status}: {}",
+                        std::fs::read_to_string(&member.log).unwrap_or_default()
+                    );
+                }
+                if std::net::TcpStream::connect(&address).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "etcd did not start in 30 s: {}",
+                        std::fs::read_to_string(&member.log).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if std::net::TcpStream::connect(&address).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("etcd did not start in 30 s: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
-    /// A storage on this server under `prefix`.
+    /// The client URL of every member, in order.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|member| member.client_url.clone()).collect()
+    }
+
+    /// Kills member `index` (SIGKILL), as a crashed machine would.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A storage on this cluster under `prefix`, with every member as an endpoint.
     pub async fn storage(&self, prefix: &str) -> EtcdStorage {
         let options = EtcdOptions { prefix: prefix.to_owned(), ..EtcdOptions::default() };
-        EtcdStorage::connect(std::slice::from_ref(&self.client_url), options).await.expect("etcd backend connects")
+        EtcdStorage::connect(&self.client_urls(), options).await.expect("etcd backend connects")
+    }
+
+    /// Where the members' data directories are.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 }
 
-impl Drop for EtcdServer {
+impl Drop for EtcdCluster {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for index in 0..self.members.len() {
+            self.kill(index);
+        }
     }
 }
 
@@ -101,7 +145,7 @@ pub struct Backend {
     pub storage: Arc<dyn Storage>,
     pub name: &'static str,
     _dir: Option<tempfile::TempDir>,
-    _etcd: Option<EtcdServer>,
+    _etcd: Option<EtcdCluster>,
 }
 
 impl Backend {
@@ -117,8 +161,8 @@ impl Backend {
     }
 
     pub async fn etcd() -> Backend {
-        let server = EtcdServer::start();
-        let storage = server.storage("/registry").await;
-        Backend { storage: Arc::new(storage), name: "etcd", _dir: None, _etcd: Some(server) }
+        let cluster = EtcdCluster::start(1);
+        let storage = cluster.storage("/registry").await;
+        Backend { storage: Arc::new(storage), name: "etcd", _dir: None, _etcd: Some(cluster) }
     }
 }

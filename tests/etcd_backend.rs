@@ -1,0 +1,131 @@
+//! What only the etcd backend does: kube-apiserver's key layout, surviving a dead member, and a
+//! clear error when etcd cannot be reached.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::EtcdCluster;
+use watchcache::storage::etcd::{EtcdOptions, EtcdStorage};
+use watchcache::storage::{ListOptions, Storage, StorageError, WatchMessage};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_follow_kube_apiservers_layout() {
+    let cluster = EtcdCluster::start(1);
+    let storage = cluster.storage("/registry").await;
+    let value = Bytes::from_static(br#"{"kind":"ConfigMap","apiVersion":"v1"}"#);
+    storage.create("/configmaps/default/settings", value.clone()).await.unwrap();
+    storage.create("/apps/deployments/kube-system/dns", Bytes::from_static(b"{}")).await.unwrap();
+
+    let mut raw = etcd_client::Client::connect(cluster.client_urls(), None).await.unwrap();
+    let found = raw.get("/registry/configmaps/default/settings", None).await.unwrap();
+    assert_eq!(found.kvs()[0].value(), &value[..]);
+    let found = raw.get("/registry/apps/deployments/kube-system/dns", None).await.unwrap();
+    assert_eq!(found.kvs().len(), 1);
+
+    // A key written by another writer under the prefix is seen; one outside it is not.
+    raw.put("/registry/configmaps/default/other", "{}", None).await.unwrap();
+    raw.put("/elsewhere/configmaps/default/x", "{}", None).await.unwrap();
+    let listed = storage.list("/configmaps/", ListOptions::default()).await.unwrap();
+    let keys: Vec<&str> = listed.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/configmaps/default/other", "/configmaps/default/settings"]);
+
+    // Another prefix is another store on the same cluster.
+    let other = cluster.storage("/tenant-b").await;
+    assert_eq!(other.count("/").await.unwrap(), 0);
+    other.create("/configmaps/default/settings", Bytes::from_static(b"b")).await.unwrap();
+    let found = raw.get("/tenant-b/configmaps/default/settings", None).await.unwrap();
+    assert_eq!(found.kvs()[0].value(), b"b");
+    assert_eq!(storage.get("/configmaps/default/settings").await.unwrap().unwrap().value, value);
+}
+
+/// The index of a member that is not the leader.
+async fn a_follower(cluster: &EtcdCluster) -> usize {
+    let urls = cluster.client_urls();
+    for (index, url) in urls.iter().enumerate() {
+        let mut client = etcd_client::Client::connect([url], None).await.unwrap();
+        let status = client.status().await.unwrap();
+        let id = status.header().unwrap().member_id();
+        if status.leader() != id && status.leader() != 0 {
+            return index;
+        }
+    }
+    panic!("no follower found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_does_not_fail_requests() {
+    let mut cluster = EtcdCluster::start(3);
+    let follower = a_follower(&cluster).await;
+    // The dead member is the first endpoint, where every request goes first.
+    let mut urls = cluster.client_urls();
+    urls.swap(0, follower);
+    let storage = EtcdStorage::connect(&urls, EtcdOptions::default()).await.unwrap();
+    let before = storage.create("/pods/default/before", Bytes::from_static(b"1")).await.unwrap();
+    let mut watch = storage.watch("/pods/", before.mod_revision).await.unwrap();
+
+    cluster.kill(follower);
+
+    // The watch on the dead member ends with a retryable error...
+    let ended =
+        tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("watch noticed the death");
+    match ended {
+        Some(Err(error)) => assert!(error.is_retryable(), "{error:?}"),
+        None => {}
+        Some(Ok(message)) => panic!("unexpected {message:?}"),
+    }
+    // ...and every request after it succeeds on the live members.
+    let mut last = before.clone();
+    for i in 0..20 {
+        let key = format!("/pods/default/p{i}");
+        let kv = storage.create(&key, Bytes::from(format!("{i}"))).await.expect("create with a dead member");
+        assert_eq!(storage.get(&key).await.unwrap().unwrap(), kv);
+        last = kv;
+    }
+    assert_eq!(storage.count("/pods/").await.unwrap(), 21);
+    let listed = storage.list("/pods/", ListOptions { limit: Some(5), ..Default::default() }).await.unwrap();
+    assert_eq!(listed.items.len(), 5);
+    // A new watch from where the old one stopped sees every write since.
+    let mut watch = storage.watch("/pods/", before.mod_revision).await.unwrap();
+    let mut seen = 0;
+    while seen < 20 {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap() {
+            WatchMessage::Events(events) => seen += events.len(),
+            WatchMessage::Progress(_) => {}
+        }
+    }
+    assert_eq!(seen, 20);
+    assert_eq!(storage.current_revision().await.unwrap(), last.mod_revision);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_never_existed_is_skipped() {
+    let cluster = EtcdCluster::start(1);
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let mut urls = vec![dead];
+    urls.extend(cluster.client_urls());
+    let storage = EtcdStorage::connect(&urls, EtcdOptions::default()).await.unwrap();
+    for i in 0..10 {
+        storage.create(&format!("/leases/default/l{i}"), Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(storage.count("/leases/").await.unwrap(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_is_a_clear_error_after_a_bounded_retry() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let options = EtcdOptions { startup_timeout: Duration::from_secs(1), ..EtcdOptions::default() };
+    let started = Instant::now();
+    let result = EtcdStorage::connect(std::slice::from_ref(&url), options).await;
+    let error = match result {
+        Err(error) => error,
+        Ok(_) => panic!("connected to nothing"),
+    };
+    assert!(matches!(&error, StorageError::Unavailable(message) if message.contains(&url)), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20), "retry is not bounded: {:?}", started.elapsed());
+}
