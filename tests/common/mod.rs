@@ -166,3 +166,73 @@ impl Backend {
         Backend { storage: Arc::new(storage), name: "etcd", _dir: None, _etcd: Some(cluster) }
     }
 }
+
+/// The real `watchcache` binary, running as a child process; killed on drop if still running.
+pub struct ServerProcess {
+    pub child: Child,
+    /// `host:port` from the startup line.
+    pub address: String,
+    /// The startup line itself.
+    pub startup_line: String,
+}
+
+impl ServerProcess {
+    /// Starts `watchcache serve --listen 127.0.0.1:0 ARGS...` and waits for its startup line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+            .arg("serve")
+            .arg("--listen=127.0.0.1:0")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("watchcache starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut startup_line = String::new();
+        stdout.read_line(&mut startup_line).unwrap();
+        assert!(!startup_line.is_empty(), "watchcache exited before its startup line: {:?}", child.wait());
+        let address = startup_line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in startup line {startup_line:?}"))
+            .to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        ServerProcess { child, address, startup_line: startup_line.trim_end().to_owned() }
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "watchcache did not exit within {timeout:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: `(status, body)`.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}

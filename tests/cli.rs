@@ -1,0 +1,114 @@
+//! The `watchcache` binary: flags, startup line, health endpoints, shutdown, and clear errors.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{http_get, EtcdCluster, ServerProcess};
+
+fn watchcache(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_watchcache")).args(args).output().unwrap()
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let output = watchcache(&["serve", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--in-memory",
+        "--etcd-endpoints",
+        "--etcd-prefix",
+        "--etcd-startup-timeout",
+        "--history-revisions",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    for args in [
+        &["serve", "--no-such-flag"][..],
+        &["serve", "--listen", "not-an-address"],
+        &["serve", "--in-memory", "--etcd-endpoints", "http://127.0.0.1:2379"],
+        &["serve", "--history-revisions", "0"],
+        &["no-such-command"],
+    ] {
+        let output = watchcache(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+    }
+    let output = watchcache(&["serve", "--in-memory", "--log-level", "[[["]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn serves_health_and_version_on_the_embedded_default_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut server = ServerProcess::start(&["--data-dir", data_dir.to_str().unwrap()]);
+    assert!(server.startup_line.contains("embedded redb at"), "{}", server.startup_line);
+    assert!(server.startup_line.contains(data_dir.to_str().unwrap()), "{}", server.startup_line);
+    assert!(data_dir.join("watchcache.redb").is_file(), "the store is on disk");
+
+    for path in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(http_get(&server.address, path), (200, "ok".to_owned()), "{path}");
+    }
+    let (status, body) = http_get(&server.address, "/version");
+    assert_eq!(status, 200);
+    let version: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(version["major"], "1");
+    assert!(version["gitVersion"].as_str().unwrap().starts_with("v1."));
+
+    let (status, body) = http_get(&server.address, "/no/such/path");
+    assert_eq!(status, 404);
+    let status_object: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status_object["kind"], "Status");
+    assert_eq!(status_object["reason"], "NotFound");
+    assert_eq!(status_object["code"], 404);
+
+    let status = server.terminate(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = watchcache(&["serve", "--in-memory", "--listen", &address]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_etcd_is_a_clear_error_not_a_panic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let output = watchcache(&["serve", "--etcd-endpoints", &url, "--etcd-startup-timeout", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot reach etcd") && stderr.contains(&url), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn readyz_follows_etcd_reachability() {
+    let mut cluster = EtcdCluster::start(1);
+    let urls = cluster.client_urls();
+    let mut server = ServerProcess::start(&["--etcd-endpoints", &urls[0]]);
+    assert!(server.startup_line.contains("storage: etcd"), "{}", server.startup_line);
+    assert_eq!(http_get(&server.address, "/readyz").0, 200);
+    cluster.kill(0);
+    let (status, body) = http_get(&server.address, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(http_get(&server.address, "/livez").0, 200, "liveness does not depend on etcd");
+    assert_eq!(server.terminate(Duration::from_secs(15)).code(), Some(0));
+}
