@@ -7,12 +7,16 @@
 //! - [`cli`]: the command line (`watchcache serve ...`);
 //! - [`server`]: opens the storage, starts the HTTP server and runs it until a signal;
 //! - [`api`]: HTTP — the only module that knows hyper and Kubernetes `Status` errors;
+//! - [`cacher`]: the watch cache, one per resource type, fed by a reflector from storage;
+//! - [`selector`]: label and field selectors, parsed and matched as kube-apiserver does;
 //! - [`storage`]: the versioned key-value store interface and its embedded and etcd backends.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cacher;
 pub mod cli;
+pub mod selector;
 pub mod server;
 pub mod storage;

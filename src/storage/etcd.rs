@@ -216,6 +216,21 @@ impl EtcdStorage {
     }
 }
 
+/// Whether an etcd server of `version` sends progress notifications only once every event
+/// before them was sent (etcd#15220, fixed in 3.4.31 and 3.5.13; kube-apiserver requires those
+/// for consistent reads from its cache). Debian's etcd 3.4.23 predates the fix.
+pub fn progress_notify_reliable(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u64>().ok());
+    let (major, minor, patch) = (parts.next(), parts.next(), parts.next());
+    match (major, minor, patch) {
+        (Some(3), Some(4), Some(patch)) => patch >= 31,
+        (Some(3), Some(5), Some(patch)) => patch >= 13,
+        (Some(3), Some(minor), _) => minor >= 6,
+        (Some(major), _, _) => major > 3,
+        _ => false,
+    }
+}
+
 /// The smallest key greater than every key that starts with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -280,6 +295,10 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
 
 #[async_trait]
 impl Storage for EtcdStorage {
+    fn progress_notify_reliable(&self) -> bool {
+        progress_notify_reliable(&self.server_version)
+    }
+
     fn describe(&self) -> String {
         let urls: Vec<&str> = self.endpoints.iter().map(|endpoint| endpoint.url.as_str()).collect();
         format!("etcd {} at {} under {}", self.server_version, urls.join(","), self.prefix)
@@ -600,7 +619,24 @@ impl EtcdWatch {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{prefix_end, progress_notify_reliable};
+
+    #[test]
+    fn progress_notifications_are_trusted_from_the_fixed_versions_on() {
+        for (version, reliable) in [
+            ("3.4.23", false),
+            ("3.4.30", false),
+            ("3.4.31", true),
+            ("3.5.12", false),
+            ("3.5.13", true),
+            ("3.6.0", true),
+            ("3.3.27", false),
+            ("4.0.0", true),
+            ("", false),
+        ] {
+            assert_eq!(progress_notify_reliable(version), reliable, "{version}");
+        }
+    }
 
     #[test]
     fn prefix_end_is_the_next_key_after_the_prefix() {

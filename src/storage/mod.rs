@@ -233,6 +233,13 @@ pub trait Storage: Send + Sync + 'static {
     /// A one-line description for logs, e.g. `embedded redb at ./watchcache-data`.
     fn describe(&self) -> String;
 
+    /// Whether a [`WatchMessage::Progress`] at revision `R` guarantees that every matching event
+    /// up to `R` was delivered before it. A watch cache may then treat itself as current up to
+    /// `R` (consistent reads from cache); otherwise it must read storage for them.
+    fn progress_notify_reliable(&self) -> bool {
+        true
+    }
+
     /// Creates `key` with `value`. Fails with [`StorageError::AlreadyExists`] if the key exists.
     /// Returns the stored pair, whose `create_revision` and `mod_revision` are the write's
     /// revision.

@@ -1,0 +1,212 @@
+//! The dispatcher: hands each event to the watchers that can want it, never waiting for any.
+//!
+//! Owned by the reflector task, which calls [`Dispatcher::dispatch`] after appending an event to
+//! the ring. Watchers are indexed by the most selective key their filter allows:
+//!
+//! - by name (`fieldSelector=metadata.name=x`, in a namespace or not),
+//! - by the resource's indexed field (pods: `spec.nodeName=node-1`),
+//! - by namespace (a namespaced watch),
+//! - or in the "everything" bucket.
+//!
+//! An event is offered to the watchers of its namespace, its name, the indexed field value of
+//! the object before and after the write, and the everything bucket; each candidate's full filter
+//! (label and field selectors) then decides, on both states, how the event reaches it. The cost
+//! of an event is therefore proportional to the watchers that can want it, not to all watchers.
+//!
+//! New watches and ended ones reach the dispatcher through a channel, applied before each event;
+//! ended watchers are swept out of the index lazily.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::object::{CachedEvent, CachedObject, ResourceConfig};
+use super::watcher::WatcherShared;
+
+/// A change to the set of watchers.
+pub(crate) enum Registration {
+    Add(Arc<WatcherShared>),
+    Remove,
+}
+
+/// Where a watcher is indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum IndexKey {
+    Everything,
+    Namespace(String),
+    /// (namespace or "" for all namespaces, name)
+    Name(String, String),
+    Field(String),
+}
+
+/// Counters the dispatcher keeps (read for metrics).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DispatchStats {
+    /// Watchers currently registered.
+    pub watchers: usize,
+    /// (event, watcher) deliveries pushed to queues.
+    pub delivered: u64,
+    /// Times a full queue switched a watcher to catching up.
+    pub overflowed: u64,
+}
+
+type Bucket = Vec<Arc<WatcherShared>>;
+
+pub(crate) struct Dispatcher {
+    resource: Arc<ResourceConfig>,
+    everything: Bucket,
+    by_namespace: HashMap<String, Bucket>,
+    /// Namespace ("" for all namespaces or cluster-scoped) → name → watchers.
+    by_name: HashMap<String, HashMap<String, Bucket>>,
+    by_field: HashMap<String, Bucket>,
+    closed_since_sweep: usize,
+    pub(crate) stats: DispatchStats,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(resource: Arc<ResourceConfig>) -> Self {
+        Dispatcher {
+            resource,
+            everything: Vec::new(),
+            by_namespace: HashMap::new(),
+            by_name: HashMap::new(),
+            by_field: HashMap::new(),
+            closed_since_sweep: 0,
+            stats: DispatchStats::default(),
+        }
+    }
+
+    fn index_key(&self, watcher: &WatcherShared) -> IndexKey {
+        let filter = &watcher.filter;
+        if let Some(name) = filter.fields.required_value("metadata.name") {
+            let namespace = filter
+                .namespace
+                .clone()
+                .or_else(|| filter.fields.required_value("metadata.namespace").map(str::to_owned))
+                .unwrap_or_default();
+            return IndexKey::Name(namespace, name.to_owned());
+        }
+        if let Some(field) = &self.resource.indexed_field {
+            if let Some(value) = filter.fields.required_value(field) {
+                return IndexKey::Field(value.to_owned());
+            }
+        }
+        if let Some(namespace) = &filter.namespace {
+            return IndexKey::Namespace(namespace.clone());
+        }
+        if let Some(namespace) = filter.fields.required_value("metadata.namespace") {
+            return IndexKey::Namespace(namespace.to_owned());
+        }
+        IndexKey::Everything
+    }
+
+    /// Applies a registration.
+    pub(crate) fn register(&mut self, registration: Registration) {
+        match registration {
+            Registration::Add(watcher) => {
+                let key = self.index_key(&watcher);
+                // Release: the watch may switch to its queue once it sees this.
+                watcher.registered.store(true, Ordering::Release);
+                watcher.wake.notify_one();
+                match key {
+                    IndexKey::Everything => self.everything.push(watcher),
+                    IndexKey::Namespace(namespace) => {
+                        self.by_namespace.entry(namespace).or_default().push(watcher)
+                    }
+                    IndexKey::Name(namespace, name) => {
+                        self.by_name.entry(namespace).or_default().entry(name).or_default().push(watcher)
+                    }
+                    IndexKey::Field(value) => self.by_field.entry(value).or_default().push(watcher),
+                }
+                self.stats.watchers += 1;
+            }
+            Registration::Remove => {
+                self.stats.watchers = self.stats.watchers.saturating_sub(1);
+                self.closed_since_sweep += 1;
+                if self.closed_since_sweep > 64 && self.closed_since_sweep * 2 > self.stats.watchers {
+                    self.sweep();
+                }
+            }
+        }
+    }
+
+    /// Drops ended watchers from the index.
+    pub(crate) fn sweep(&mut self) {
+        fn sweep_map(map: &mut HashMap<String, Bucket>) {
+            map.retain(|_, watchers| {
+                watchers.retain(|watcher| !watcher.is_closed());
+                !watchers.is_empty()
+            });
+        }
+        self.everything.retain(|watcher| !watcher.is_closed());
+        sweep_map(&mut self.by_namespace);
+        sweep_map(&mut self.by_field);
+        self.by_name.retain(|_, names| {
+            sweep_map(names);
+            !names.is_empty()
+        });
+        self.closed_since_sweep = 0;
+    }
+
+    /// Offers `event` to every watcher that can want it. Never blocks.
+    pub(crate) fn dispatch(&mut self, event: &CachedEvent) {
+        let Dispatcher { everything, by_namespace, by_name, by_field, stats, resource, .. } = self;
+        let mut offer = |watchers: &[Arc<WatcherShared>]| {
+            for watcher in watchers {
+                if let Some(delivery) = watcher.filter.delivery(event) {
+                    stats.delivered += 1;
+                    if !watcher.offer(event, delivery) {
+                        stats.overflowed += 1;
+                    }
+                }
+            }
+        };
+        offer(everything);
+        let object = &event.object;
+        if !by_namespace.is_empty() && !object.namespace.is_empty() {
+            if let Some(watchers) = by_namespace.get(object.namespace.as_str()) {
+                offer(watchers);
+            }
+        }
+        if !by_name.is_empty() {
+            // A name watch without a namespace sees that name in every namespace.
+            for namespace in [object.namespace.as_str(), ""] {
+                if let Some(watchers) =
+                    by_name.get(namespace).and_then(|names| names.get(object.name.as_str()))
+                {
+                    offer(watchers);
+                }
+                if object.namespace.is_empty() {
+                    break;
+                }
+            }
+        }
+        if let (Some(field), false) = (&resource.indexed_field, by_field.is_empty()) {
+            let now = field_of(object, field);
+            if let Some(watchers) = by_field.get(now) {
+                offer(watchers);
+            }
+            if let Some(before) = event.prev.as_deref().map(|prev| field_of(prev, field)) {
+                if before != now {
+                    if let Some(watchers) = by_field.get(before) {
+                        offer(watchers);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every registered watcher.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<WatcherShared>> {
+        self.everything
+            .iter()
+            .chain(self.by_namespace.values().flatten())
+            .chain(self.by_name.values().flat_map(|names| names.values().flatten()))
+            .chain(self.by_field.values().flatten())
+    }
+}
+
+fn field_of<'a>(object: &'a CachedObject, field: &str) -> &'a str {
+    use crate::selector::FieldSource;
+    object.field(field).unwrap_or_default()
+}

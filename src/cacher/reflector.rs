@@ -1,0 +1,290 @@
+//! The reflector: keeps one resource's cache in step with storage. The only writer of the ring,
+//! the store and the dispatcher of its cacher.
+//!
+//! 1. **List** the resource's prefix (in pages, at one revision), starting a little in the past
+//!    when storage still has that history (`CacheConfig::history_revisions`), so that the ring
+//!    refills with recent events and clients that reconnect after a restart with a recent
+//!    resourceVersion resume instead of relisting. If that revision is compacted, list now.
+//! 2. **Replace** the store atomically (readers see the old state or the new one), restart the
+//!    ring at the list's revision, and end every open watch (their clients re-watch from the
+//!    revision they have, and relist only if it is too old).
+//! 3. **Watch** from the list's revision: apply each event to the store, append it to the ring,
+//!    publish the new snapshot, and dispatch it. Progress notifications advance the revision of
+//!    an idle resource (only when storage's progress notifications are reliable).
+//! 4. When the watch breaks, **re-watch** from the last revision, with backoff; when storage says
+//!    the revision is compacted, go back to 1.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::dispatcher::{Dispatcher, Registration};
+use super::object::{CachedEvent, CachedObject, EventType};
+use super::ring::RingWriter;
+use super::store::StoreWriter;
+use super::{CacheConfig, CacherShared};
+use crate::storage::{self, EventKind, ListOptions, Revision, Storage, StorageError, WatchMessage};
+
+pub(crate) struct Reflector {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) shared: Arc<CacherShared>,
+    pub(crate) ring: RingWriter,
+    pub(crate) store: StoreWriter,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) registrations: mpsc::UnboundedReceiver<Registration>,
+    pub(crate) config: CacheConfig,
+}
+
+enum WatchEnd {
+    /// Relist.
+    Compacted,
+    /// Re-watch from the last revision after a pause.
+    Broken(StorageError),
+    /// The cacher was stopped.
+    Stopped,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Reflector {
+    pub(crate) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        'relist: loop {
+            let mut revision = match self.list_and_replace().await {
+                Ok(revision) => revision,
+                Err(error) => {
+                    tracing::warn!(resource = %self.shared.resource.prefix, %error, "list failed, retrying");
+                    if !self.pause(&mut backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            loop {
+                match self.watch_from(&mut revision).await {
+                    WatchEnd::Stopped => break 'relist,
+                    WatchEnd::Compacted => {
+                        tracing::info!(resource = %self.shared.resource.prefix, revision, "watch compacted, relisting");
+                        continue 'relist;
+                    }
+                    WatchEnd::Broken(error) => {
+                        tracing::warn!(resource = %self.shared.resource.prefix, %error, revision, "watch broke, re-watching");
+                        if !self.pause(&mut backoff).await {
+                            break 'relist;
+                        }
+                    }
+                }
+            }
+        }
+        self.close_all_watchers();
+    }
+
+    /// Sleeps for the backoff (doubling it), serving registrations meanwhile; `false` if the
+    /// cacher was stopped.
+    async fn pause(&mut self, backoff: &mut Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + *backoff;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return !self.shared.is_closed(),
+                () = self.shared.stop.notified() => return false,
+                registration = self.registrations.recv() => match registration {
+                    Some(registration) => self.dispatcher.register(registration),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    async fn list_and_replace(&mut self) -> Result<Revision, StorageError> {
+        let prefix = self.shared.resource.prefix.clone();
+        let current = self.storage.current_revision().await?;
+        let mut attempts = vec![current];
+        if self.config.history_revisions > 0 && current > self.config.history_revisions {
+            attempts.insert(0, current - self.config.history_revisions);
+        }
+        let mut last_error = None;
+        for at in attempts {
+            match self.list_at(&prefix, at).await {
+                Ok(objects) => {
+                    self.replace(objects, at);
+                    return Ok(at);
+                }
+                Err(error @ StorageError::Compacted { .. }) => last_error = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    async fn list_at(
+        &self,
+        prefix: &str,
+        revision: Revision,
+    ) -> Result<Vec<Arc<CachedObject>>, StorageError> {
+        let mut objects = Vec::new();
+        let mut after = None;
+        loop {
+            let options = ListOptions {
+                revision: Some(revision),
+                limit: Some(self.config.list_page_size),
+                continue_after: after.take(),
+            };
+            let page = self.storage.list(prefix, options).await?;
+            for kv in &page.items {
+                match CachedObject::decode(&kv.key, &kv.value, kv.mod_revision, &self.shared.resource) {
+                    Ok(object) => objects.push(Arc::new(object)),
+                    Err(error) => {
+                        self.shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "skipping an object that cannot be decoded");
+                    }
+                }
+            }
+            if !page.more {
+                return Ok(objects);
+            }
+            after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
+    fn replace(&mut self, objects: Vec<Arc<CachedObject>>, revision: Revision) {
+        // Watches registered so far belong to the old state: index them, then end them all.
+        while let Ok(registration) = self.registrations.try_recv() {
+            self.dispatcher.register(registration);
+        }
+        self.ring.reset(revision);
+        self.store.replace(objects, revision);
+        self.close_all_watchers();
+        self.shared.revision.send_replace(revision);
+        self.shared.ready.send_replace(true);
+    }
+
+    fn close_all_watchers(&mut self) {
+        for watcher in self.dispatcher.all() {
+            watcher.close();
+        }
+        self.dispatcher.sweep();
+    }
+
+    async fn watch_from(&mut self, revision: &mut Revision) -> WatchEnd {
+        let prefix = self.shared.resource.prefix.clone();
+        let mut watch = match self.storage.watch(&prefix, *revision).await {
+            Ok(watch) => watch,
+            Err(StorageError::Compacted { .. }) => return WatchEnd::Compacted,
+            Err(error) => return WatchEnd::Broken(error),
+        };
+        let reliable_progress = self.storage.progress_notify_reliable();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shared.stop.notified() => return WatchEnd::Stopped,
+                registration = self.registrations.recv() => match registration {
+                    Some(registration) => self.dispatcher.register(registration),
+                    None => return WatchEnd::Stopped,
+                },
+                message = watch.next() => match message {
+                    Some(Ok(WatchMessage::Events(events))) => {
+                        // Registrations first, so that a new watcher sees these events.
+                        while let Ok(registration) = self.registrations.try_recv() {
+                            self.dispatcher.register(registration);
+                        }
+                        for event in events {
+                            *revision = event.revision();
+                            self.apply(event);
+                        }
+                        self.finish_batch();
+                    }
+                    Some(Ok(WatchMessage::Progress(progress))) => {
+                        if reliable_progress && progress > self.store.revision() {
+                            *revision = progress;
+                            self.ring.advance(progress);
+                            self.store.advance(progress);
+                            self.store.publish();
+                            self.shared.revision.send_replace(progress);
+                        }
+                    }
+                    Some(Err(StorageError::Compacted { .. })) => return WatchEnd::Compacted,
+                    Some(Err(error)) => return WatchEnd::Broken(error),
+                    None => return WatchEnd::Broken(StorageError::Unavailable("the storage watch ended".into())),
+                },
+                () = self.shared.progress_requests.notified() => {
+                    if reliable_progress {
+                        watch.request_progress();
+                    }
+                }
+                _ = tick.tick() => {
+                    self.ring.trim(Instant::now());
+                    self.update_gauges();
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, event: storage::Event) {
+        let revision = event.revision();
+        let resource = Arc::clone(&self.shared.resource);
+        let key: Arc<str> = Arc::from(event.kv.key.as_str());
+        let prev = self.store.get(&key).cloned();
+        let (kind, object) = match event.kind {
+            EventKind::Put => match CachedObject::decode(&key, &event.kv.value, revision, &resource) {
+                Ok(object) => {
+                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    (kind, Arc::new(object))
+                }
+                Err(error) => {
+                    self.shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, "skipping a write that cannot be decoded");
+                    self.store.advance(revision);
+                    return;
+                }
+            },
+            EventKind::Delete => {
+                let last = match (&prev, &event.prev) {
+                    (Some(prev), _) => Some(Arc::clone(prev)),
+                    (None, Some(stored)) => {
+                        CachedObject::decode(&key, &stored.value, stored.mod_revision, &resource)
+                            .ok()
+                            .map(Arc::new)
+                    }
+                    (None, None) => None,
+                };
+                let Some(deleted) = last.and_then(|last| last.restamped(revision, &resource).ok()) else {
+                    // Nothing the cache held or can show: only the revision moves.
+                    self.store.advance(revision);
+                    return;
+                };
+                (EventType::Deleted, Arc::new(deleted))
+            }
+        };
+        let stored = (kind != EventType::Deleted).then(|| Arc::clone(&object));
+        let cached = Arc::new(CachedEvent::new(self.ring.next_seq(), kind, object, prev));
+        self.store.apply(&key, stored, revision);
+        self.store.publish();
+        self.ring.push(Arc::clone(&cached));
+        self.dispatcher.dispatch(&cached);
+        self.shared.counters.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn finish_batch(&mut self) {
+        let revision = self.store.revision();
+        if revision > self.ring.ring().revision() {
+            // Writes that could not be decoded still move the revision.
+            self.ring.advance(revision);
+            self.store.publish();
+        }
+        self.shared.revision.send_replace(revision);
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let counters = &self.shared.counters;
+        counters.watchers.store(self.dispatcher.stats.watchers as u64, Ordering::Relaxed);
+        counters.delivered.store(self.dispatcher.stats.delivered, Ordering::Relaxed);
+        counters.overflowed.store(self.dispatcher.stats.overflowed, Ordering::Relaxed);
+    }
+}
