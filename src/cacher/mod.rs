@@ -173,6 +173,7 @@ pub(crate) struct Counters {
     pub(crate) delivered: AtomicU64,
     pub(crate) overflowed: AtomicU64,
     pub(crate) shed: AtomicU64,
+    pub(crate) caught_up: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) storage_fallbacks: AtomicU64,
 }
@@ -192,6 +193,8 @@ pub struct CacheStats {
     pub overflowed: u64,
     /// Watchers ended because they fell behind the ring.
     pub shed: u64,
+    /// Times a watcher that had overflowed caught up from the ring and went back to its queue.
+    pub caught_up: u64,
     /// Stored values that could not be decoded.
     pub decode_errors: u64,
     /// Reads served from storage because the cache could not serve them.
@@ -305,6 +308,7 @@ impl Cacher {
             delivered: counters.delivered.load(Ordering::Relaxed),
             overflowed: counters.overflowed.load(Ordering::Relaxed),
             shed: counters.shed.load(Ordering::Relaxed),
+            caught_up: counters.caught_up.load(Ordering::Relaxed),
             decode_errors: counters.decode_errors.load(Ordering::Relaxed),
             storage_fallbacks: counters.storage_fallbacks.load(Ordering::Relaxed),
             ring_events: self.shared.ring.len(),

@@ -102,10 +102,9 @@ impl Reflector {
     async fn list_and_replace(&mut self) -> Result<Revision, StorageError> {
         let prefix = self.shared.resource.prefix.clone();
         let current = self.storage.current_revision().await?;
-        let mut attempts = vec![current];
-        if self.config.history_revisions > 0 && current > self.config.history_revisions {
-            attempts.insert(0, current - self.config.history_revisions);
-        }
+        // Revision 1 is an empty store: the history of every write is there until compacted.
+        let past = current.saturating_sub(self.config.history_revisions).max(1);
+        let attempts = if past < current { vec![past, current] } else { vec![current] };
         let mut last_error = None;
         for at in attempts {
             match self.list_at(&prefix, at).await {

@@ -225,6 +225,8 @@ pub struct CacheWatch {
     next_seq: Option<u64>,
     /// The ring's epoch when the watch positioned itself; a reset since ends the watch.
     epoch: u64,
+    /// Whether the watch has been live once (later switches to live are catch-ups).
+    was_live: bool,
     initial: Option<InitialEvents>,
     bookmarks: Option<tokio::time::Interval>,
     ended: bool,
@@ -269,6 +271,7 @@ impl CacheWatch {
             cursor,
             next_seq: None,
             epoch: 0,
+            was_live: false,
             initial,
             bookmarks,
             ended: false,
@@ -409,6 +412,10 @@ impl CacheWatch {
                     .compare_exchange(Mode::CATCHING_UP, Mode::LIVE, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
+                    if self.was_live {
+                        self.cacher.counters.caught_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.was_live = true;
                     self.read_ring(lines)?;
                 }
             }
