@@ -52,7 +52,8 @@ pub struct DispatchStats {
 
 type Bucket = Vec<Arc<WatcherShared>>;
 
-pub(crate) struct Dispatcher {
+/// The dispatcher of one cacher (see the module docs).
+pub struct Dispatcher {
     resource: Arc<ResourceConfig>,
     everything: Bucket,
     by_namespace: HashMap<String, Bucket>,

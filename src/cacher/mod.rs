@@ -29,13 +29,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
-pub mod dispatcher;
+mod dispatcher;
 pub mod object;
 mod reflector;
 pub mod ring;
 pub mod store;
 pub mod watcher;
 
+pub use dispatcher::DispatchStats;
 use dispatcher::{Dispatcher, Registration};
 use object::{CachedObject, DecodeError, ResourceConfig};
 use ring::{EventRing, RingLimits, RingWriter, TooOld};
@@ -554,5 +555,49 @@ impl Cacher {
 impl Drop for Cacher {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Internals exposed for the criterion benches in `benches/`; not part of the API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    pub use super::dispatcher::Dispatcher;
+    use super::dispatcher::Registration;
+    use super::object::{CachedEvent, ResourceConfig};
+    use super::watcher::{Mode, WatchFilter, WatcherShared};
+
+    /// A watcher as the dispatcher sees it, already live.
+    pub struct BenchWatcher(pub(crate) Arc<WatcherShared>);
+
+    impl BenchWatcher {
+        /// A live watcher with `filter` and a queue of `capacity`.
+        pub fn new(filter: WatchFilter, capacity: usize) -> BenchWatcher {
+            let shared = Arc::new(WatcherShared::new(filter, capacity));
+            shared.mode.store(Mode::LIVE, Ordering::SeqCst);
+            BenchWatcher(shared)
+        }
+
+        /// Pops everything queued (the consumer's side); returns how many.
+        pub fn drain(&self) -> usize {
+            self.0.drain_for_bench()
+        }
+    }
+
+    /// A dispatcher for `resource`.
+    pub fn dispatcher(resource: ResourceConfig) -> Dispatcher {
+        Dispatcher::new(Arc::new(resource))
+    }
+
+    /// Registers `watcher` with `dispatcher`.
+    pub fn register(dispatcher: &mut Dispatcher, watcher: &BenchWatcher) {
+        dispatcher.register(Registration::Add(Arc::clone(&watcher.0)));
+    }
+
+    /// Dispatches `event`.
+    pub fn dispatch(dispatcher: &mut Dispatcher, event: &CachedEvent) {
+        dispatcher.dispatch(event);
     }
 }

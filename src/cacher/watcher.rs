@@ -168,6 +168,15 @@ impl WatcherShared {
         }
     }
 
+    /// Pops every queued entry; returns how many (benches only).
+    pub(crate) fn drain_for_bench(&self) -> usize {
+        let mut count = 0;
+        while self.queue.pop().is_some() {
+            count += 1;
+        }
+        count
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.mode.load(Ordering::Relaxed) == Mode::CLOSED
     }
