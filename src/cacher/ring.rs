@@ -27,7 +27,7 @@
 //! [`EventRing::oldest_revision`], or whose next event was evicted while it read, gets
 //! [`TooOld`]: the API answers it with 410 Gone, and the client relists.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,10 +79,12 @@ pub struct EventRing {
     /// before it clears the evicted slot; read with Acquire. A reader may see it stale (lower):
     /// the slot check then tells it the event is gone.
     head: CachePadded<AtomicU64>,
-    /// One past the newest event's sequence number. Written by the writer with SeqCst after the
-    /// slot is filled; read with SeqCst. SeqCst because a watcher that switches back to its
-    /// queue stores its mode and then loads `tail`, while the reflector stores `tail` and then
-    /// loads the mode: one of the two must see the other's store (see `watcher`).
+    /// One past the newest event's sequence number. Written by the writer (Release) after the
+    /// slot is filled, then followed by a SeqCst fence; read with Acquire. The fence pairs with
+    /// the one a watcher issues between switching back to its queue and reading `tail`: of the
+    /// reflector's "store tail, fence, load mode" and the watcher's "store mode, fence, load
+    /// tail", at least one load sees the other's store (see `watcher`; modelled in
+    /// `tests/loom_watcher_protocol.rs`).
     tail: CachePadded<AtomicU64>,
     /// Every event with a revision above this is in the window. Written by the writer (Release)
     /// before `head` moves past an event; read with Acquire.
@@ -101,7 +103,7 @@ pub struct EventRing {
 impl EventRing {
     /// Sequence number one past the newest event.
     pub fn tail(&self) -> u64 {
-        self.tail.load(Ordering::SeqCst)
+        self.tail.load(Ordering::Acquire)
     }
 
     /// Sequence number of the oldest event in the window.
@@ -254,7 +256,9 @@ impl RingWriter {
         let revision = event.revision();
         self.bytes += event.size();
         ring.slots[(seq & ring.mask) as usize].store(Some(event));
-        ring.tail.store(seq + 1, Ordering::SeqCst);
+        ring.tail.store(seq + 1, Ordering::Release);
+        // Orders the tail store before the dispatcher's loads of watcher modes that follow.
+        fence(Ordering::SeqCst);
         ring.revision.store(revision, Ordering::Release);
         self.trim(Instant::now());
     }

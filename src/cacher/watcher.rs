@@ -13,8 +13,10 @@
 //!
 //! Switching back is the one delicate step: the watcher stores `LIVE` and then reads the ring up
 //! to its tail, while the reflector appends to the ring (storing `tail`) and then loads the mode.
-//! Both sides use SeqCst, so at least one sees the other's store: every event is either read from
-//! the ring or pushed to the queue, and the watcher drops any it sees twice (by position).
+//! Each side puts a SeqCst fence between its store and its load, so at least one sees the other's
+//! store: every event is either read from the ring or pushed to the queue, and the watcher drops
+//! any it sees twice (by position). `tests/loom_watcher_protocol.rs` checks this protocol under
+//! every interleaving (and fails without either fence).
 //!
 //! # Shedding
 //!
@@ -23,7 +25,7 @@
 //! 410 Status before closing the stream, so the client relists. One stalled client therefore
 //! costs one queue and nothing else, and never delays any other watcher.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,9 +144,9 @@ impl WatcherShared {
     /// Returns `false` if the queue was full and the watcher now catches up.
     #[inline]
     pub(crate) fn offer(&self, event: &CachedEvent, delivery: Delivery) -> bool {
-        // SeqCst: pairs with the watch's SeqCst mode store when it switches back to LIVE (see
-        // the module docs); the reflector stored the ring's tail with SeqCst before this load.
-        if self.mode.load(Ordering::SeqCst) != Mode::LIVE {
+        // The reflector's fence after its tail store orders this load after it; it pairs with
+        // the watch's fence after its switch to LIVE (see the module docs).
+        if self.mode.load(Ordering::Acquire) != Mode::LIVE {
             return true;
         }
         let was_empty = self.queue.is_empty();
@@ -156,11 +158,13 @@ impl WatcherShared {
                 true
             }
             Err(_) => {
+                // AcqRel: releases the queue entries pushed before it to the watch's Acquire
+                // mode loads; fails harmlessly if the watch closed meanwhile.
                 let _ = self.mode.compare_exchange(
                     Mode::LIVE,
                     Mode::CATCHING_UP,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 );
                 self.wake.notify_one();
                 false
@@ -182,7 +186,8 @@ impl WatcherShared {
     }
 
     pub(crate) fn close(&self) {
-        self.mode.store(Mode::CLOSED, Ordering::SeqCst);
+        // Release: the dispatcher's sweep (Relaxed) only needs to see it eventually.
+        self.mode.store(Mode::CLOSED, Ordering::Release);
         self.wake.notify_one();
     }
 }
@@ -401,13 +406,15 @@ impl CacheWatch {
     }
 
     fn collect_positioned(&mut self, lines: &mut Vec<Bytes>) -> Result<(), TooOld> {
-        if self.shared.mode.load(Ordering::SeqCst) == Mode::LIVE {
+        // Acquire: pairs with the dispatcher's compare-exchange to CATCHING_UP, made after the
+        // queue push that failed, so the entries queued before it are seen here.
+        if self.shared.mode.load(Ordering::Acquire) == Mode::LIVE {
             self.drain_queue(lines)?;
-            if self.shared.mode.load(Ordering::SeqCst) == Mode::LIVE || lines.len() >= MAX_BATCH {
+            if self.shared.mode.load(Ordering::Acquire) == Mode::LIVE || lines.len() >= MAX_BATCH {
                 return Ok(());
             }
         }
-        if self.shared.mode.load(Ordering::SeqCst) == Mode::CATCHING_UP {
+        if self.shared.mode.load(Ordering::Acquire) == Mode::CATCHING_UP {
             let caught_up = self.read_ring(lines)?;
             if caught_up && self.shared.registered.load(Ordering::Acquire) {
                 // Whatever is still queued was read from the ring just now; the dispatcher does
@@ -415,16 +422,19 @@ impl CacheWatch {
                 while self.shared.queue.pop().is_some() {}
                 // Back to the queue; then read the ring once more for what was appended before
                 // the dispatcher could see the switch (duplicates are dropped by position).
+                // AcqRel; the fence below orders it before the ring's tail load.
                 if self
                     .shared
                     .mode
-                    .compare_exchange(Mode::CATCHING_UP, Mode::LIVE, Ordering::SeqCst, Ordering::SeqCst)
+                    .compare_exchange(Mode::CATCHING_UP, Mode::LIVE, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
                     if self.was_live {
                         self.cacher.counters.caught_up.fetch_add(1, Ordering::Relaxed);
                     }
                     self.was_live = true;
+                    // Pairs with the reflector's fence between its tail store and mode loads.
+                    fence(Ordering::SeqCst);
                     self.read_ring(lines)?;
                 }
             }
