@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
+use crate::cacher::CacheConfig;
 use crate::cli::ServeArgs;
+use crate::registry::Registry;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
 use crate::storage::etcd::{EtcdOptions, EtcdStorage};
 use crate::storage::Storage;
@@ -57,11 +59,41 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Listen { address: args.listen, source })?;
     let address =
         listener.local_addr().map_err(|source| ServeError::Listen { address: args.listen, source })?;
+    let description = storage.describe();
+    let registry = Arc::new(Registry::new(Arc::clone(&storage), CacheConfig::default()));
+    create_default_namespaces(&storage).await?;
+    api::crd::spawn_sync(Arc::clone(&registry));
+    let (stopping, shutdown) = tokio::sync::watch::channel(false);
+    let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
+    let state = Arc::new(ApiState { registry, shutdown, metrics });
     // The one startup line: scripts and tests read the address from it.
-    println!("watchcache listening on http://{address} (storage: {})", storage.describe());
-    let state = Arc::new(ApiState { storage });
-    api::serve(listener, state, shutdown_signal()).await;
+    println!("watchcache listening on http://{address} (storage: {description})");
+    api::serve(listener, state, stopping, shutdown_signal()).await;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// The namespaces kube-apiserver always has.
+async fn create_default_namespaces(storage: &Arc<dyn Storage>) -> Result<(), ServeError> {
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let object = serde_json::json!({
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        let value = bytes::Bytes::from(serde_json::to_vec(&object).expect("JSON value encodes"));
+        match storage.create(&format!("/namespaces/{name}"), value).await {
+            Ok(_) | Err(crate::storage::StorageError::AlreadyExists { .. }) => {}
+            Err(error) => return Err(ServeError::Storage(error)),
+        }
+    }
     Ok(())
 }
 

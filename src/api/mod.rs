@@ -1,8 +1,16 @@
 //! HTTP: the only module that knows hyper, routes and Kubernetes `Status` errors.
 //!
 //! One hyper connection task per client connection, HTTP/1.1 or HTTP/2 (prior knowledge), both
-//! from the same listener. On shutdown the listener closes, open connections are asked to close
-//! gracefully, and [`serve`] returns once they have (or after [`DRAIN_TIMEOUT`]).
+//! from the same listener. On shutdown the listener closes, watch streams end, open connections
+//! are asked to close gracefully, and [`serve`] returns once they have (or after
+//! [`DRAIN_TIMEOUT`]).
+//!
+//! - `request`: the resource path and the query parameters;
+//! - `handlers`: the verbs on resources;
+//! - `watch`: watch streams;
+//! - `discovery`: discovery and OpenAPI documents;
+//! - `crd`: CustomResourceDefinitions;
+//! - `status`: errors as `Status` objects.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,16 +19,35 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::storage::Storage;
+use crate::registry::Registry;
+
+pub mod crd;
+pub mod discovery;
+pub mod handlers;
+pub mod metrics;
+pub mod request;
+pub mod status;
+pub mod watch;
+
+use status::ApiError;
+
+/// The response body of every handler.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body of known bytes.
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
 
 /// How long shutdown waits for open connections to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,19 +55,33 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `/readyz` waits for the storage to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a request other than a watch may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The Kubernetes version this server reports at `/version`.
 pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 
 /// What request handlers share.
 pub struct ApiState {
-    /// The store behind every read and write.
-    pub storage: Arc<dyn Storage>,
+    /// The served resource types, their caches, and the storage.
+    pub registry: Arc<Registry>,
+    /// Becomes `true` when the server shuts down: watch streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Request and cache metrics.
+    pub metrics: metrics::Metrics,
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    stopping: tokio::sync::watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -70,36 +111,156 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl F
         });
     }
     drop(listener);
+    // Watch streams end; then open connections finish their requests.
+    let _ = stopping.send(true);
+    state.registry.stop();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 
-async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path();
-    match (request.method(), path) {
-        (&Method::GET, "/healthz" | "/livez") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => {
-            match tokio::time::timeout(READY_TIMEOUT, state.storage.current_revision()).await {
-                Ok(Ok(_)) => text(StatusCode::OK, "ok"),
-                Ok(Err(error)) => {
-                    text(StatusCode::SERVICE_UNAVAILABLE, &format!("storage not ready: {error}"))
-                }
-                Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "storage not ready: no answer in time"),
-            }
-        }
-        (&Method::GET, "/version") => json_response(StatusCode::OK, &version()),
-        (_, "/healthz" | "/livez" | "/readyz" | "/version") => status_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            &format!("the server does not allow this method on the requested resource: {}", request.method()),
-        ),
-        _ => status_error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("the server could not find the requested resource: {path}"),
-        ),
+/// The `verb` and `resource` labels of a request, as kube-apiserver names them.
+fn classify(method: &Method, path: &str, is_watch: bool) -> (String, String) {
+    let Some(parsed) = request::parse_path(path) else {
+        return (method.as_str().to_lowercase(), String::new());
+    };
+    let mut resource = parsed.plural.unwrap_or_default();
+    if let Some(subresource) = parsed.subresource {
+        resource = format!("{resource}/{subresource}");
     }
+    let item = parsed.name.is_some();
+    let verb = match (method, item) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        (other, _) => return (other.as_str().to_lowercase(), resource),
+    };
+    (verb.to_owned(), resource)
+}
+
+async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let is_watch =
+        request.uri().query().is_some_and(|query| query.contains("watch=true") || query.contains("watch=1"));
+    let (verb, resource) = classify(request.method(), request.uri().path(), is_watch);
+    let response = handle_inner(state, request, is_watch).await;
+    state.metrics.observe(&verb, &resource, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bool) -> Response<Body> {
+    let result = if is_watch {
+        route(state, request).await
+    } else {
+        match tokio::time::timeout(REQUEST_TIMEOUT, route(state, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::unavailable("the request did not complete in time")),
+        }
+    };
+    result.unwrap_or_else(|error| error.to_response())
+}
+
+async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let get = method == Method::GET;
+    match path.as_str() {
+        "/healthz" | "/livez" if get => return Ok(text(StatusCode::OK, "ok")),
+        "/readyz" if get => {
+            return Ok(
+                match tokio::time::timeout(READY_TIMEOUT, state.registry.storage().current_revision()).await {
+                    Ok(Ok(_)) => text(StatusCode::OK, "ok"),
+                    Ok(Err(error)) => {
+                        text(StatusCode::SERVICE_UNAVAILABLE, &format!("storage not ready: {error}"))
+                    }
+                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "storage not ready: no answer in time"),
+                },
+            )
+        }
+        "/version" if get => return Ok(json_value(&version())),
+        "/metrics" if get => {
+            let revision = state.registry.storage().current_revision().await.ok();
+            let text = state.metrics.render(revision);
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .body(full(Bytes::from(text)))
+                .expect("valid response"));
+        }
+        "/api" if get => {
+            let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("");
+            return Ok(json_value(&discovery::core_versions(host)));
+        }
+        "/apis" if get => return Ok(json_value(&discovery::group_list(&state.registry))),
+        "/openapi/v3" if get => return Ok(json_value(&discovery::openapi_index(&state.registry))),
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/metrics" | "/api" | "/apis" | "/openapi/v3" => {
+            return Err(ApiError::method_not_allowed(&method))
+        }
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/openapi/v3/") {
+        let (group, version) = match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["api", version] => ("", *version),
+            ["apis", group, version] => (*group, *version),
+            _ => return Err(ApiError::no_route()),
+        };
+        return discovery::openapi_group_version(&state.registry, group, version)
+            .map(|document| json_value(&document))
+            .ok_or_else(ApiError::no_route);
+    }
+    if let Some(group) = path.strip_prefix("/apis/").filter(|rest| !rest.contains('/')) {
+        if !get {
+            return Err(ApiError::method_not_allowed(&method));
+        }
+        return discovery::group(&state.registry, group)
+            .map(|document| json_value(&document))
+            .ok_or_else(ApiError::no_route);
+    }
+    let parsed = request::parse_path(&path).ok_or_else(ApiError::no_route)?;
+    if parsed.plural.is_none() {
+        if !get {
+            return Err(ApiError::method_not_allowed(&method));
+        }
+        return discovery::resource_list(&state.registry, &parsed.group, &parsed.version)
+            .map(|document| json_value(&document))
+            .ok_or_else(ApiError::no_route);
+    }
+    let target = handlers::Target::resolve(state, &parsed)?;
+    let query = request::parse_query(request.uri().query())?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body).await?;
+    handlers::dispatch(state, &target, &method, &query, &parts.headers, &body).await
+}
+
+/// Reads a request body of at most [`handlers::MAX_BODY_BYTES`] (413 beyond).
+async fn read_body(headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
+    let limit = handlers::MAX_BODY_BYTES;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(limit))
+        }
+        Err(error) => Err(ApiError::bad_request(format!("cannot read the request body: {error}"))),
+    }
+}
+
+fn json_value(value: &serde_json::Value) -> Response<Body> {
+    handlers::json_response(
+        StatusCode::OK,
+        Bytes::from(serde_json::to_vec(value).expect("JSON value encodes")),
+    )
 }
 
 fn version() -> serde_json::Value {
@@ -125,34 +286,10 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn text(code: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn text(code: StatusCode, body: &str) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .body(full(Bytes::copy_from_slice(body.as_bytes())))
         .expect("valid response")
-}
-
-fn json_response(code: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(value).expect("JSON value encodes"))))
-        .expect("valid response")
-}
-
-/// A `metav1.Status` failure response.
-fn status_error(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(
-        code,
-        &json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16(),
-        }),
-    )
 }

@@ -236,3 +236,118 @@ pub fn http_get(address: &str, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// An HTTP client for the API tests: HTTP/1.1, or HTTP/2 with prior knowledge.
+pub struct Http {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    pub base: String,
+}
+
+/// A response: status, content type, body.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Http {
+    pub fn new(address: &str, http2: bool) -> Http {
+        let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        builder.http2_only(http2);
+        Http { client: builder.build_http(), base: format!("http://{address}") }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, content_type, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, "application/json", b"").await
+    }
+
+    pub async fn send_json(&self, method: &str, path: &str, body: &serde_json::Value) -> Reply {
+        self.request(method, path, "application/json", &serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// Starts a watch; returns its body to read events from.
+    pub async fn watch(&self, path: &str) -> WatchReader {
+        let request = http::Request::builder()
+            .uri(format!("{}{path}", self.base))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = self.client.request(request).await.expect("watch request failed");
+        assert_eq!(response.status().as_u16(), 200, "watch refused");
+        WatchReader { body: response.into_body(), buffer: Vec::new() }
+    }
+}
+
+/// Reads newline-delimited JSON watch events.
+pub struct WatchReader {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+impl WatchReader {
+    /// The next event, or `None` when the stream ended (or nothing came for 10 s: a panic).
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("no watch event within 10 s");
+            match frame {
+                None => {
+                    assert!(self.buffer.is_empty(), "the stream ended mid-line");
+                    return None;
+                }
+                Some(frame) => {
+                    if let Ok(data) = frame.expect("watch stream broke").into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event that is not a BOOKMARK.
+    pub async fn next_event(&mut self) -> Option<serde_json::Value> {
+        loop {
+            let event = self.next().await?;
+            if event["type"] != "BOOKMARK" {
+                return Some(event);
+            }
+        }
+    }
+}

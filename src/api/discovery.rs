@@ -1,0 +1,147 @@
+//! Discovery documents, generated from the registry: `/api`, `/api/v1`, `/apis`,
+//! `/apis/<group>`, `/apis/<group>/<version>`, and the OpenAPI v3 index kubectl consults to learn
+//! that the server validates fields itself.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::registry::Registry;
+
+/// `/api`.
+pub fn core_versions(host: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+    })
+}
+
+/// The groups (other than core) and their versions, in order.
+fn groups(registry: &Registry) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for resource in registry.all() {
+        if resource.ty.group.is_empty() {
+            continue;
+        }
+        let versions = groups.entry(resource.ty.group.clone()).or_default();
+        if !versions.contains(&resource.ty.version) {
+            versions.push(resource.ty.version.clone());
+        }
+    }
+    groups
+}
+
+fn group_document(group: &str, versions: &[String]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|version| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
+        .collect();
+    json!({ "name": group, "versions": versions, "preferredVersion": versions[0] })
+}
+
+/// `/apis`.
+pub fn group_list(registry: &Registry) -> Value {
+    let groups: Vec<Value> =
+        groups(registry).iter().map(|(group, versions)| group_document(group, versions)).collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+/// `/apis/<group>`, if served.
+pub fn group(registry: &Registry, group: &str) -> Option<Value> {
+    let groups = groups(registry);
+    let versions = groups.get(group)?;
+    let mut document = group_document(group, versions);
+    document["kind"] = json!("APIGroup");
+    document["apiVersion"] = json!("v1");
+    Some(document)
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`, if served.
+pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for resource in registry.all() {
+        let ty = &resource.ty;
+        if ty.group != group || ty.version != version {
+            continue;
+        }
+        resources.push(json!({
+            "name": ty.plural,
+            "singularName": ty.singular,
+            "namespaced": ty.namespaced,
+            "kind": ty.kind,
+            "verbs": ty.verbs(),
+            "shortNames": ty.short_names,
+            "categories": ty.categories,
+        }));
+        if ty.status_subresource {
+            resources.push(json!({
+                "name": format!("{}/status", ty.plural),
+                "singularName": "",
+                "namespaced": ty.namespaced,
+                "kind": ty.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    Some(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources }),
+    )
+}
+
+/// `/openapi/v3`: one entry per served group-version.
+pub fn openapi_index(registry: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    for resource in registry.all() {
+        let ty = &resource.ty;
+        let path = if ty.group.is_empty() {
+            format!("api/{}", ty.version)
+        } else {
+            format!("apis/{}/{}", ty.group, ty.version)
+        };
+        let url = format!("/openapi/v3/{path}");
+        paths.insert(path, json!({ "serverRelativeURL": url }));
+    }
+    json!({ "paths": paths })
+}
+
+/// `/openapi/v3/<group-version path>`: the operations of each resource, each declaring the
+/// `fieldValidation` parameter (the server accepts it), without schemas.
+pub fn openapi_group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+    let field_validation =
+        json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let mut paths = serde_json::Map::new();
+    for resource in registry.all() {
+        let ty = &resource.ty;
+        if ty.group != group || ty.version != version {
+            continue;
+        }
+        let base =
+            if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let collection = if ty.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", ty.plural)
+        } else {
+            format!("{base}/{}", ty.plural)
+        };
+        let gvk = json!([{"group": ty.group, "version": ty.version, "kind": ty.kind}]);
+        let operation = |id: String| json!({"operationId": id, "parameters": [field_validation.clone()], "x-kubernetes-group-version-kind": gvk.clone()});
+        paths.insert(collection.clone(), json!({ "post": operation(format!("create{}", ty.kind)) }));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({ "put": operation(format!("replace{}", ty.kind)), "patch": operation(format!("patch{}", ty.kind)) }),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}

@@ -1,0 +1,891 @@
+//! The resource verbs: get, list, watch, create, update, patch, delete, deletecollection, and
+//! the status subresource.
+//!
+//! Reads and watches are served by the resource's watch cache. Writes go to storage with a
+//! compare-and-swap on the revision they read (retried on a conflict unless the client gave a
+//! resourceVersion); the cache sees them through its watch like any other write.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::request::{ContinueToken, Query, ResourcePath};
+use super::status::{ApiError, Subject};
+use super::{full, ApiState, Body};
+use crate::cacher::object::CachedObject;
+use crate::cacher::{ListRequest, ReadVersion, WatchFilter};
+use crate::patch::{self, PatchType};
+use crate::registry::{Resource, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::storage::{KeyValue, StorageError};
+use crate::validation::{self, Cause};
+
+/// The largest request body accepted: 3 MiB (kube-apiserver's limit).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// One request on a resource, resolved.
+pub struct Target {
+    /// The resource type and its cache.
+    pub resource: Arc<Resource>,
+    /// The namespace from the path.
+    pub namespace: Option<String>,
+    /// The name from the path.
+    pub name: Option<String>,
+    /// The subresource from the path.
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    /// Resolves a parsed path against the registry.
+    pub fn resolve(state: &ApiState, path: &ResourcePath) -> Result<Target, ApiError> {
+        let plural = path.plural.as_deref().ok_or_else(ApiError::no_route)?;
+        let resource =
+            state.registry.get(&path.group, &path.version, plural).ok_or_else(ApiError::no_route)?;
+        if path.namespace.is_some() && !resource.ty.namespaced {
+            return Err(ApiError::no_route());
+        }
+        if let Some(subresource) = &path.subresource {
+            if subresource != "status" || !resource.ty.status_subresource {
+                return Err(ApiError::no_route());
+            }
+        }
+        Ok(Target {
+            resource,
+            namespace: path.namespace.clone(),
+            name: path.name.clone(),
+            subresource: path.subresource.clone(),
+        })
+    }
+
+    fn ty(&self) -> &ResourceType {
+        &self.resource.ty
+    }
+
+    fn subject<'a>(&'a self, name: &'a str) -> Subject<'a> {
+        Subject { group: &self.ty().group, plural: &self.ty().plural, kind: &self.ty().kind, name }
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.ty().key(self.namespace.as_deref(), name)
+    }
+}
+
+/// A JSON response.
+pub fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid response")
+}
+
+fn object_response(code: StatusCode, object: &Value) -> Response<Body> {
+    json_response(code, Bytes::from(serde_json::to_vec(object).expect("JSON value encodes")))
+}
+
+/// The decoded body of a write, after the content type and size checks.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !(media.is_empty() || media == "application/json" || media == "*/*") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("the request body is not valid JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Checks (and fills in, when missing) `apiVersion` and `kind`.
+fn check_type(object: &mut Value, ty: &ResourceType) -> Result<(), ApiError> {
+    let api_version = ty.api_version();
+    match object.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => object["apiVersion"] = json!(api_version),
+        Some(given) if given == api_version => {}
+        Some(given) => {
+            return Err(ApiError::bad_request(format!(
+            "the API version in the data ({given}) does not match the expected API version ({api_version})"
+        )))
+        }
+    }
+    match object.get("kind").and_then(Value::as_str) {
+        None | Some("") => object["kind"] = json!(ty.kind),
+        Some(given) if given == ty.kind => {}
+        Some(given) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({given}) does not match the expected kind ({})",
+                ty.kind
+            )))
+        }
+    }
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        if object.get("metadata").is_some_and(|metadata| !metadata.is_null()) {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+        object["metadata"] = json!({});
+    }
+    Ok(())
+}
+
+fn metadata(object: &Value) -> &Map<String, Value> {
+    object["metadata"].as_object().expect("checked to be an object")
+}
+
+fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    object["metadata"].as_object_mut().expect("checked to be an object")
+}
+
+fn text<'a>(map: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    map.get(field).and_then(Value::as_str).filter(|text| !text.is_empty())
+}
+
+/// Checks the namespace in the body against the path, filling it in when missing.
+fn check_namespace(object: &mut Value, target: &Target) -> Result<(), ApiError> {
+    let given = text(metadata(object), "namespace").map(str::to_owned);
+    match (&target.namespace, given) {
+        (Some(path), Some(given)) if *path != given => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        (Some(path), None) => {
+            metadata_mut(object).insert("namespace".into(), json!(path));
+            Ok(())
+        }
+        (None, Some(_)) if !target.ty().namespaced => {
+            metadata_mut(object).remove("namespace");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn random_suffix() -> String {
+    // kube's alphabet for generated names: no vowels, no confusable digits.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5].iter().map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char).collect()
+}
+
+/// Stamps `metadata.resourceVersion` on a stored value, for a response.
+fn stamped(kv: &KeyValue, revision: u64) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(&kv.value)
+        .map_err(|error| ApiError::internal(format!("stored object at {} is not JSON: {error}", kv.key)))?;
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+    Ok(object)
+}
+
+fn encode_for_storage(object: &Value) -> Bytes {
+    let mut object = object.clone();
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        // Storage's revision is the resourceVersion; it is never stored.
+        metadata.remove("resourceVersion");
+        metadata.remove("selfLink");
+    }
+    Bytes::from(serde_json::to_vec(&object).expect("JSON value encodes"))
+}
+
+fn validate(object: &Value, ty: &ResourceType, creating: bool, name: &str) -> Result<(), ApiError> {
+    let causes = validation::validate_metadata(object, ty.name_rule, ty.namespaced, creating);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            Subject { group: &ty.group, plural: &ty.plural, kind: &ty.kind, name },
+            &causes,
+        ))
+    }
+}
+
+/// Checks that the namespace of a namespaced write exists.
+async fn require_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+    let namespaces = state.registry.get("", "v1", "namespaces").expect("namespaces are built in");
+    let key = namespaces.ty.key(None, namespace);
+    let found = namespaces
+        .cacher
+        .get(&key, ReadVersion::Any)
+        .await
+        .map_err(|error| ApiError::from_cache(error, namespace_subject(namespace)))?;
+    if found.is_some() {
+        return Ok(());
+    }
+    // The cache may lag a namespace created a moment ago: ask storage before refusing.
+    match state.registry.storage().get(&key).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::not_found(namespace_subject(namespace))),
+        Err(error) => Err(ApiError::from_storage(error, namespace_subject(namespace))),
+    }
+}
+
+fn namespace_subject(name: &str) -> Subject<'_> {
+    Subject { group: "", plural: "namespaces", kind: "Namespace", name }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+/// GET of one object.
+pub async fn get(target: &Target, query: &Query) -> Result<Response<Body>, ApiError> {
+    let name = target.name.as_deref().expect("an item path");
+    let version = query.read_version()?;
+    let object = target
+        .resource
+        .cacher
+        .get(&target.key(name), version)
+        .await
+        .map_err(|error| ApiError::from_cache(error, target.subject(name)))?
+        .ok_or_else(|| ApiError::not_found(target.subject(name)))?;
+    Ok(json_response(StatusCode::OK, object.json.clone()))
+}
+
+/// The cache filter for a list or watch request.
+pub fn watch_filter(target: &Target, query: &Query) -> Result<WatchFilter, ApiError> {
+    let labels = LabelSelector::parse(&query.label_selector)
+        .map_err(|error| ApiError::bad_request(format!("unable to parse labelSelector: {error}")))?;
+    let config = target.ty().cache_config();
+    let fields = FieldSelector::parse(&query.field_selector, &config.allowed_fields())
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    Ok(WatchFilter { namespace: target.namespace.clone(), labels, fields })
+}
+
+/// The list answer: `{"kind":...,"metadata":{...},"items":[...]}`, items' bytes reused as
+/// encoded by the cache.
+fn list_body(ty: &ResourceType, items: &[Arc<CachedObject>], revision: u64, next: Option<String>) -> Bytes {
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    let head = format!(
+        r#"{{"kind":{},"apiVersion":{},"metadata":{},"items":["#,
+        json!(ty.list_kind),
+        json!(ty.api_version()),
+        metadata
+    );
+    let size = head.len() + items.iter().map(|item| item.json.len() + 1).sum::<usize>() + 2;
+    let mut body = BytesMut::with_capacity(size);
+    body.put_slice(head.as_bytes());
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(&item.json);
+    }
+    body.put_slice(b"]}");
+    body.freeze()
+}
+
+/// LIST of a collection.
+pub async fn list(target: &Target, query: &Query, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+    let filter = watch_filter(target, query)?;
+    let prefix = match &target.namespace {
+        Some(namespace) => format!("{}{namespace}/", target.ty().storage_prefix),
+        None => target.ty().storage_prefix.clone(),
+    };
+    let continue_from = match &query.continue_token {
+        Some(token) => {
+            if query.resource_version.is_some() {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            if !token.after.starts_with(&prefix) {
+                return Err(ApiError::bad_request("continue key is not valid for this list"));
+            }
+            Some((token.revision, token.after.clone()))
+        }
+        None => None,
+    };
+    let request = ListRequest { filter, limit: query.limit, continue_from, version: query.read_version()? };
+    let listed = target
+        .resource
+        .cacher
+        .list(&request)
+        .await
+        .map_err(|error| ApiError::from_cache(error, target.subject("")))?;
+    let next = listed.continue_after.map(|after| ContinueToken { revision: listed.revision, after }.encode());
+    if wants_table(headers) {
+        return Ok(object_response(
+            StatusCode::OK,
+            &table(target.ty(), &listed.items, listed.revision, next),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, list_body(target.ty(), &listed.items, listed.revision, next)))
+}
+
+/// Whether the client asked for a `meta.k8s.io` Table (kubectl get).
+pub fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.split(',').next().is_some_and(|first| first.contains("as=Table")))
+}
+
+/// A `meta.k8s.io/v1` Table with Name and Age columns and partial object metadata.
+fn table(ty: &ResourceType, items: &[Arc<CachedObject>], revision: u64, next: Option<String>) -> Value {
+    let now = SystemTime::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let object: Value = serde_json::from_slice(&item.json).unwrap_or(Value::Null);
+            let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let age = metadata
+                .get("creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|stamp| humantime::parse_rfc3339(stamp).ok())
+                .and_then(|created| now.duration_since(created).ok())
+                .map(human_duration)
+                .unwrap_or_else(|| "<unknown>".into());
+            json!({
+                "cells": [item.name, age],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
+            })
+        })
+        .collect();
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", ty.kind), "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0},
+        ],
+        "rows": rows,
+    })
+}
+
+/// kube's `duration.HumanDuration`.
+pub fn human_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (minutes, hours, days) = (seconds / 60, seconds / 3600, seconds / 86_400);
+    if seconds < 120 {
+        format!("{seconds}s")
+    } else if minutes < 10 {
+        match seconds % 60 {
+            0 => format!("{minutes}m"),
+            rest => format!("{minutes}m{rest}s"),
+        }
+    } else if minutes < 180 {
+        format!("{minutes}m")
+    } else if hours < 8 {
+        match minutes % 60 {
+            0 => format!("{hours}h"),
+            rest => format!("{hours}h{rest}m"),
+        }
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        match hours % 24 {
+            0 => format!("{days}d"),
+            rest => format!("{days}d{rest}h"),
+        }
+    } else if hours < 24 * 365 * 2 {
+        format!("{days}d")
+    } else if hours < 24 * 365 * 8 {
+        match days % 365 {
+            0 => format!("{}y", days / 365),
+            rest => format!("{}y{rest}d", days / 365),
+        }
+    } else {
+        format!("{}y", days / 365)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+/// POST to a collection.
+pub async fn create(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let ty = target.ty();
+    let mut object = decode_body(headers, body)?;
+    check_type(&mut object, ty)?;
+    check_namespace(&mut object, target)?;
+    if ty.namespaced && text(metadata(&object), "namespace").is_none() {
+        // A namespaced object posted to the all-namespaces path without a namespace.
+        let name = text(metadata(&object), "name").unwrap_or_default().to_owned();
+        return Err(ApiError::invalid(
+            target.subject(&name),
+            &[Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "metadata.namespace".into(),
+            }],
+        ));
+    }
+    if text(metadata(&object), "name").is_none() {
+        if let Some(prefix) = text(metadata(&object), "generateName").map(str::to_owned) {
+            metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
+        }
+    }
+    let name = text(metadata(&object), "name").unwrap_or_default().to_owned();
+    validate(&object, ty, true, &name)?;
+    let namespace = text(metadata(&object), "namespace").map(str::to_owned);
+    if let (true, Some(namespace)) = (ty.namespaced, &namespace) {
+        require_namespace(state, namespace).await?;
+    }
+    {
+        let metadata = metadata_mut(&mut object);
+        metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        metadata.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            metadata.remove(field);
+        }
+    }
+    if object.get("spec").is_some() {
+        metadata_mut(&mut object).insert("generation".into(), json!(1));
+    }
+    if ty.group.is_empty() && ty.plural == "namespaces" && object.pointer("/status/phase").is_none() {
+        object["status"] = json!({ "phase": "Active" });
+    }
+    if ty.group == "apiextensions.k8s.io" && ty.plural == "customresourcedefinitions" {
+        super::crd::validate(&object).map_err(|causes| ApiError::invalid(target.subject(&name), &causes))?;
+        object["status"] = super::crd::initial_status(&object);
+    }
+    if query.dry_run {
+        return Ok(object_response(StatusCode::CREATED, &object));
+    }
+    let key = ty.key(namespace.as_deref(), &name);
+    let stored = state
+        .registry
+        .storage()
+        .create(&key, encode_for_storage(&object))
+        .await
+        .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?;
+    let response = stamped(&stored, stored.mod_revision)?;
+    super::crd::after_write(state, ty, Some(&response)).await;
+    Ok(object_response(StatusCode::CREATED, &response))
+}
+
+/// What a replacement changes: the object as it will be stored, given the current one.
+fn merge_update(current: &Value, mut new: Value, ty: &ResourceType, status_only: bool) -> Value {
+    if status_only {
+        let mut merged = current.clone();
+        merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if merged["status"].is_null() {
+            merged.as_object_mut().expect("an object").remove("status");
+        }
+        return merged;
+    }
+    // Fields of metadata clients cannot change.
+    let current_metadata = current["metadata"].as_object().cloned().unwrap_or_default();
+    {
+        let metadata = metadata_mut(&mut new);
+        for field in
+            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"]
+        {
+            match current_metadata.get(field) {
+                Some(value) => metadata.insert(field.into(), value.clone()),
+                None => metadata.remove(field),
+            };
+        }
+        metadata.remove("resourceVersion");
+    }
+    if ty.status_subresource {
+        match current.get("status") {
+            Some(status) => new["status"] = status.clone(),
+            None => {
+                new.as_object_mut().expect("an object").remove("status");
+            }
+        }
+    }
+    if new.get("spec").is_some() && new.get("spec") != current.get("spec") {
+        let generation = current_metadata.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+    }
+    new
+}
+
+fn parse_resource_version(object: &Value) -> Result<Option<u64>, ApiError> {
+    match object.pointer("/metadata/resourceVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid resourceVersion {text:?}: must be an integer"))
+        }),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("invalid resourceVersion {other}: must be a string")))
+        }
+    }
+}
+
+/// How a write computes the new object from the current one.
+enum Change<'a> {
+    Replace(Value),
+    Patch { body: &'a [u8], patch_type: PatchType },
+}
+
+/// PUT of an object (or its status).
+pub async fn update(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let ty = target.ty();
+    let name = target.name.clone().expect("an item path");
+    let mut object = decode_body(headers, body)?;
+    check_type(&mut object, ty)?;
+    check_namespace(&mut object, target)?;
+    match text(metadata(&object), "name") {
+        Some(given) if given != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )))
+        }
+        Some(_) => {}
+        None => {
+            metadata_mut(&mut object).insert("name".into(), json!(name));
+        }
+    }
+    write_existing(state, target, query, Change::Replace(object)).await
+}
+
+/// PATCH of an object (or its status).
+pub async fn patch(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let patch_type = PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+    write_existing(state, target, query, Change::Patch { body, patch_type }).await
+}
+
+async fn write_existing(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    change: Change<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let ty = target.ty();
+    let name = target.name.clone().expect("an item path");
+    let key = target.key(&name);
+    let storage = state.registry.storage();
+    let status_only = target.subresource.as_deref() == Some("status");
+    loop {
+        let current = storage
+            .get(&key)
+            .await
+            .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
+            .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
+        let current_object = stamped(&current, current.mod_revision)?;
+        let mut new = match &change {
+            Change::Replace(object) => object.clone(),
+            Change::Patch { body, patch_type } => {
+                let patched = patch::apply(&current_object, body, *patch_type, &patch::builtin_merge_key)
+                    .map_err(|error| match error {
+                        patch::PatchError::Invalid(message) => ApiError::bad_request(message),
+                        patch::PatchError::Failed(message) => ApiError::invalid(
+                            target.subject(&name),
+                            &[Cause { reason: "FieldValueInvalid".into(), message, field: "patch".into() }],
+                        ),
+                    })?;
+                if !patched.is_object() {
+                    return Err(ApiError::bad_request("the patched object is not a JSON object"));
+                }
+                patched
+            }
+        };
+        check_type(&mut new, ty)?;
+        // A resourceVersion in the request is a precondition; without one, the write retries.
+        let precondition = parse_resource_version(&new)?;
+        if let Some(expected) = precondition {
+            if expected != current.mod_revision {
+                return Err(ApiError::conflict(
+                    target.subject(&name),
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+        }
+        if text(metadata(&new), "name") != Some(name.as_str()) {
+            return Err(ApiError::bad_request("the name of the object cannot be changed"));
+        }
+        if ty.namespaced && text(metadata(&new), "namespace") != target.namespace.as_deref() {
+            return Err(ApiError::bad_request("the namespace of the object cannot be changed"));
+        }
+        let merged = merge_update(&current_object, new, ty, status_only);
+        validate(&merged, ty, false, &name)?;
+        if ty.group == "apiextensions.k8s.io" && ty.plural == "customresourcedefinitions" {
+            super::crd::validate(&merged)
+                .map_err(|causes| ApiError::invalid(target.subject(&name), &causes))?;
+        }
+        let unchanged = {
+            let mut current_without_version = current_object.clone();
+            metadata_mut(&mut current_without_version).remove("resourceVersion");
+            current_without_version == merged
+        };
+        if unchanged || query.dry_run {
+            let mut response = merged;
+            metadata_mut(&mut response)
+                .insert("resourceVersion".into(), json!(current.mod_revision.to_string()));
+            return Ok(object_response(StatusCode::OK, &response));
+        }
+        // An object being deleted goes once its last finalizer is removed.
+        let finalizers_left =
+            merged.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        if merged.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_left {
+            match storage.delete(&key, Some(current.mod_revision)).await {
+                Ok(deleted) => {
+                    let mut response = merged;
+                    metadata_mut(&mut response)
+                        .insert("resourceVersion".into(), json!(deleted.revision.to_string()));
+                    super::crd::after_delete(state, ty, &response).await;
+                    return Ok(object_response(StatusCode::OK, &response));
+                }
+                Err(StorageError::Conflict { .. } | StorageError::NotFound { .. })
+                    if precondition.is_none() =>
+                {
+                    continue
+                }
+                Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+            }
+        }
+        match storage.update(&key, encode_for_storage(&merged), current.mod_revision).await {
+            Ok(stored) => {
+                let response = stamped(&stored, stored.mod_revision)?;
+                super::crd::after_write(state, ty, Some(&response)).await;
+                return Ok(object_response(StatusCode::OK, &response));
+            }
+            Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+        }
+    }
+}
+
+/// DELETE of an object.
+pub async fn delete(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let ty = target.ty();
+    let name = target.name.clone().expect("an item path");
+    let key = target.key(&name);
+    let options =
+        if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_body(headers, body)? };
+    let dry_run = query.dry_run
+        || options
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|values| values.iter().any(|v| v == "All"));
+    let uid_precondition = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
+    let version_precondition =
+        match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion precondition {text:?}"))
+            })?),
+            None => None,
+        };
+    let storage = state.registry.storage();
+    loop {
+        let current = storage
+            .get(&key)
+            .await
+            .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
+            .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
+        let mut object = stamped(&current, current.mod_revision)?;
+        if let Some(uid) = &uid_precondition {
+            let actual = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+            if actual != uid {
+                return Err(ApiError::conflict(
+                    target.subject(&name),
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                ));
+            }
+        }
+        if let Some(expected) = version_precondition {
+            if expected != current.mod_revision {
+                return Err(ApiError::conflict(
+                    target.subject(&name),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {expected}, ResourceVersion in object meta: {}",
+                        current.mod_revision
+                    ),
+                ));
+            }
+        }
+        if dry_run {
+            return Ok(object_response(StatusCode::OK, &object));
+        }
+        let has_finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|finalizers| !finalizers.is_empty());
+        if has_finalizers {
+            // Marked for deletion; it goes when its finalizers are removed.
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(object_response(StatusCode::ACCEPTED, &object));
+            }
+            let metadata = metadata_mut(&mut object);
+            metadata.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
+            match storage.update(&key, encode_for_storage(&object), current.mod_revision).await {
+                Ok(stored) => {
+                    return Ok(object_response(StatusCode::ACCEPTED, &stamped(&stored, stored.mod_revision)?))
+                }
+                Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
+                Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+            }
+        }
+        if ty.group.is_empty() && ty.plural == "namespaces" {
+            delete_namespace_contents(state, &name).await?;
+        }
+        match storage.delete(&key, Some(current.mod_revision)).await {
+            Ok(_) => {
+                super::crd::after_delete(state, ty, &object).await;
+                return Ok(object_response(StatusCode::OK, &object));
+            }
+            Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
+            Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(target.subject(&name))),
+            Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+        }
+    }
+}
+
+/// Deletes every namespaced object in `namespace` (the namespace controller's work, done at
+/// once).
+async fn delete_namespace_contents(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+    let storage = state.registry.storage();
+    for resource in state.registry.all() {
+        if !resource.ty.namespaced {
+            continue;
+        }
+        let prefix = format!("{}{namespace}/", resource.ty.storage_prefix);
+        loop {
+            let page = storage
+                .list(&prefix, crate::storage::ListOptions { limit: Some(500), ..Default::default() })
+                .await
+                .map_err(|error| ApiError::from_storage(error, namespace_subject(namespace)))?;
+            for kv in &page.items {
+                match storage.delete(&kv.key, None).await {
+                    Ok(_) | Err(StorageError::NotFound { .. }) => {}
+                    Err(error) => return Err(ApiError::from_storage(error, namespace_subject(namespace))),
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// DELETE of a collection.
+pub async fn delete_collection(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let filter = watch_filter(target, query)?;
+    let request = ListRequest { filter, limit: None, continue_from: None, version: ReadVersion::Consistent };
+    let listed = target
+        .resource
+        .cacher
+        .list(&request)
+        .await
+        .map_err(|error| ApiError::from_cache(error, target.subject("")))?;
+    let mut deleted = Vec::new();
+    for object in &listed.items {
+        let item = Target {
+            resource: Arc::clone(&target.resource),
+            namespace: (!object.namespace.is_empty()).then(|| object.namespace.clone()),
+            name: Some(object.name.clone()),
+            subresource: None,
+        };
+        match delete(state, &item, query, headers, body).await {
+            Ok(_) => deleted.push(Arc::clone(object)),
+            Err(error) if error.code == StatusCode::NOT_FOUND => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let revision = state.registry.storage().current_revision().await.unwrap_or(listed.revision);
+    Ok(json_response(StatusCode::OK, list_body(target.ty(), &deleted, revision, None)))
+}
+
+/// Which handler a method on a path goes to.
+pub async fn dispatch(
+    state: &ApiState,
+    target: &Target,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let item = target.name.is_some();
+    let status = target.subresource.is_some();
+    match (method, item, status) {
+        (&Method::GET, true, _) => get(target, query).await,
+        (&Method::GET, false, _) if query.watch => super::watch::watch(state, target, query).await,
+        (&Method::GET, false, _) => list(target, query, headers).await,
+        (&Method::POST, false, _) => create(state, target, query, headers, body).await,
+        (&Method::PUT, true, _) => update(state, target, query, headers, body).await,
+        (&Method::PATCH, true, _) => patch(state, target, query, headers, body).await,
+        (&Method::DELETE, true, false) => delete(state, target, query, headers, body).await,
+        (&Method::DELETE, false, _) => delete_collection(state, target, query, headers, body).await,
+        (method, _, _) => Err(ApiError::method_not_allowed(method)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        for (seconds, text) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (30 * 3600, "30h"),
+            (3 * 86_400, "3d"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs(seconds)), text);
+        }
+    }
+
+    #[test]
+    fn updates_keep_what_clients_cannot_change() {
+        let ty = crate::registry::builtin_types().into_iter().find(|ty| ty.plural == "deployments").unwrap();
+        let current = json!({"metadata": {"name": "d", "uid": "u1", "creationTimestamp": "t", "generation": 3, "resourceVersion": "9"}, "spec": {"replicas": 1}, "status": {"ready": 1}});
+        let new = json!({"metadata": {"name": "d", "uid": "other", "labels": {"a": "b"}}, "spec": {"replicas": 2}, "status": {"ready": 5}});
+        let merged = merge_update(&current, new, &ty, false);
+        assert_eq!(merged["metadata"]["uid"], "u1");
+        assert_eq!(merged["metadata"]["generation"], 4, "a spec change bumps the generation");
+        assert_eq!(merged["status"]["ready"], 1, "status changes only through /status");
+        assert_eq!(merged["metadata"]["labels"]["a"], "b");
+        let status =
+            merge_update(&current, json!({"metadata": {"name": "d"}, "status": {"ready": 5}}), &ty, true);
+        assert_eq!(
+            (status["status"]["ready"].clone(), status["spec"]["replicas"].clone()),
+            (json!(5), json!(1))
+        );
+    }
+}

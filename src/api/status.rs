@@ -1,0 +1,256 @@
+//! Errors as Kubernetes `Status` objects: the one place errors of every layer become HTTP.
+
+use bytes::Bytes;
+use http::{header, StatusCode};
+use serde_json::{json, Value};
+
+use crate::cacher::CacheError;
+use crate::storage::StorageError;
+use crate::validation::Cause;
+
+/// An error answered with a `metav1.Status`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status code (also the Status's `code`).
+    pub code: StatusCode,
+    /// The Status's `reason`, e.g. `NotFound`.
+    pub reason: &'static str,
+    /// The human-readable message.
+    pub message: String,
+    /// `details`, when the error is about one object.
+    pub details: Option<Box<Value>>,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+}
+
+/// What an error is about, for its message and details.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    /// API group of the resource.
+    pub group: &'a str,
+    /// Plural resource name, e.g. `pods`.
+    pub plural: &'a str,
+    /// Kind, e.g. `Pod`.
+    pub kind: &'a str,
+    /// The object's name.
+    pub name: &'a str,
+}
+
+impl Subject<'_> {
+    fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    fn details(&self) -> Value {
+        let mut details = json!({ "name": self.name, "kind": self.plural });
+        if !self.group.is_empty() {
+            details["group"] = json!(self.group);
+        }
+        details
+    }
+}
+
+impl ApiError {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// 404 NotFound for an object.
+    pub fn not_found(subject: Subject<'_>) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} \"{}\" not found", subject.qualified(), subject.name),
+        );
+        error.details = Some(Box::new(subject.details()));
+        error
+    }
+
+    /// 404 NotFound for a path the server does not serve.
+    pub fn no_route() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed(method: &http::Method) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {method}"),
+        )
+    }
+
+    /// 409 AlreadyExists.
+    pub fn already_exists(subject: Subject<'_>) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", subject.qualified(), subject.name),
+        );
+        error.details = Some(Box::new(subject.details()));
+        error
+    }
+
+    /// 409 Conflict on a stale resourceVersion or a failed precondition.
+    pub fn conflict(subject: Subject<'_>, why: &str) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{}\": {why}", subject.qualified(), subject.name),
+        );
+        error.details = Some(Box::new(subject.details()));
+        error
+    }
+
+    /// 422 Invalid with the causes.
+    pub fn invalid(subject: Subject<'_>, causes: &[Cause]) -> ApiError {
+        let summary: Vec<String> =
+            causes.iter().map(|cause| format!("{}: {}", cause.field, cause.message)).collect();
+        let message = if summary.len() == 1 {
+            format!("{} \"{}\" is invalid: {}", subject.kind, subject.name, summary[0])
+        } else {
+            format!("{} \"{}\" is invalid: [{}]", subject.kind, subject.name, summary.join(", "))
+        };
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
+        let mut details = json!({ "name": subject.name, "kind": subject.kind, "causes": causes });
+        if !subject.group.is_empty() {
+            details["group"] = json!(subject.group);
+        }
+        error.details = Some(Box::new(details));
+        error
+    }
+
+    /// 410 Gone (reason Expired): a resourceVersion or continue token too old.
+    pub fn expired(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::GONE, "Expired", message)
+    }
+
+    /// 413 RequestEntityTooLarge.
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 415 UnsupportedMediaType.
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?})"),
+        )
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    /// 503 ServiceUnavailable with Retry-After.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
+        error.retry_after = Some(1);
+        error
+    }
+
+    /// 504 Timeout: "Too large resource version".
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        );
+        error.details = Some(Box::new(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        })));
+        error.retry_after = Some(1);
+        error
+    }
+
+    /// A storage error about `subject`.
+    pub fn from_storage(error: StorageError, subject: Subject<'_>) -> ApiError {
+        match error {
+            StorageError::NotFound { .. } => ApiError::not_found(subject),
+            StorageError::AlreadyExists { .. } => ApiError::already_exists(subject),
+            StorageError::Conflict { .. } => ApiError::conflict(
+                subject,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ),
+            StorageError::Compacted { requested, compacted } => ApiError::expired(format!(
+                "The resourceVersion for the provided list is too old: {requested} (oldest: {compacted})"
+            )),
+            StorageError::FutureRevision { requested, current } => {
+                ApiError::too_large_resource_version(requested, current)
+            }
+            StorageError::ValueTooLarge { size, limit, .. } => {
+                let mut error = ApiError::too_large(limit);
+                error.message =
+                    format!("the object is {size} bytes, over the storage limit of {limit} bytes");
+                error
+            }
+            StorageError::InvalidKey { key, reason } => {
+                ApiError::bad_request(format!("invalid object key {key:?}: {reason}"))
+            }
+            StorageError::Unavailable(message) => ApiError::unavailable(message),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+
+    /// A cache error about `subject`.
+    pub fn from_cache(error: CacheError, subject: Subject<'_>) -> ApiError {
+        match error {
+            CacheError::TooOld(too_old) => ApiError::expired(too_old.to_string()),
+            CacheError::Expired { revision } => ApiError::expired(format!(
+                "The provided continue parameter is too old to display a consistent list result (revision {revision}). You can start a new list without the continue parameter."
+            )),
+            CacheError::TooLargeResourceVersion { requested, current } => {
+                ApiError::too_large_resource_version(requested, current)
+            }
+            CacheError::Storage(error) => ApiError::from_storage(error, subject),
+            CacheError::Closed => ApiError::unavailable("the server is shutting down"),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+
+    /// The Status object.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code.as_u16(),
+        });
+        if let Some(details) = &self.details {
+            status["details"] = (**details).clone();
+        }
+        status
+    }
+
+    /// The HTTP response.
+    pub fn to_response(&self) -> http::Response<super::Body> {
+        let mut response = http::Response::builder()
+            .status(self.code)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-cache, private");
+        if let Some(seconds) = self.retry_after {
+            response = response.header(header::RETRY_AFTER, seconds.to_string());
+        }
+        let body = serde_json::to_vec(&self.to_status()).expect("Status encodes");
+        response.body(super::full(Bytes::from(body))).expect("valid response")
+    }
+}

@@ -1,0 +1,507 @@
+//! The Kubernetes API of the real binary over real sockets: discovery, CRUD and patch, errors as
+//! Status objects, list semantics, watches over HTTP/1.1 and HTTP/2, subresources, finalizers,
+//! namespaces and CRDs. Run on the embedded store; the core flow also on etcd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{EtcdCluster, Http, ServerProcess};
+use serde_json::{json, Value};
+
+fn configmap(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels},
+        "data": {"key": "value"},
+    })
+}
+
+const CM: &str = "/api/v1/namespaces/default/configmaps";
+
+fn assert_status(reply: &common::Reply, code: u16, reason: &str) {
+    let status = reply.json();
+    assert_eq!(reply.status, code, "{status}");
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert_eq!(status["code"], code, "{status}");
+    assert_eq!(status["reason"], reason, "{status}");
+}
+
+/// Sends `request` as is over a fresh connection and reads the response: (status, body).
+fn raw_request(address: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = request.replacen("\r\n", &format!("\r\nHost: {address}\r\nConnection: close\r\n"), 1);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).to_string();
+    let code = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (code, response)
+}
+
+fn server() -> (ServerProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_describes_the_served_resources() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let api = http.get("/api").await.json();
+    assert_eq!(api["versions"], json!(["v1"]));
+    let core = http.get("/api/v1").await.json();
+    let pods = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap().clone();
+    assert_eq!(pods["kind"], "Pod");
+    assert_eq!(pods["namespaced"], true);
+    assert_eq!(pods["shortNames"], json!(["po"]));
+    assert!(core["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+    let groups = http.get("/apis").await.json();
+    let names: Vec<&str> =
+        groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    for group in ["apps", "coordination.k8s.io", "apiextensions.k8s.io"] {
+        assert!(names.contains(&group), "{names:?}");
+    }
+    let apps = http.get("/apis/apps/v1").await.json();
+    assert!(apps["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments"));
+    assert_eq!(http.get("/apis/apps").await.json()["preferredVersion"]["version"], "v1");
+    assert_status(&http.get("/apis/nope.example.com/v1").await, 404, "NotFound");
+    assert_status(&http.get("/api/v1/nopes").await, 404, "NotFound");
+    assert_status(&http.request("PUT", CM, "application/json", b"{}").await, 405, "MethodNotAllowed");
+    let openapi = http.get("/openapi/v3").await.json();
+    assert!(openapi["paths"]["api/v1"]["serverRelativeURL"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_update_patch_delete() {
+    let (server, _dir) = server();
+    crud(&Http::new(&server.address, false)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_update_patch_delete_over_http2_on_etcd() {
+    let cluster = EtcdCluster::start(1);
+    let urls = cluster.client_urls();
+    let server = ServerProcess::start(&["--etcd-endpoints", &urls[0]]);
+    crud(&Http::new(&server.address, true)).await;
+    watch_sees_changes(&Http::new(&server.address, true)).await;
+}
+
+async fn crud(http: &Http) {
+    let created = http.send_json("POST", CM, &configmap("settings", json!({"app": "web"}))).await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    let created = created.json();
+    let rv: u64 = created["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(rv > 0);
+    assert!(created["metadata"]["uid"].as_str().unwrap().len() >= 32);
+    assert!(created["metadata"]["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(created["metadata"]["namespace"], "default");
+
+    let got = http.get(&format!("{CM}/settings")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["metadata"]["uid"], created["metadata"]["uid"]);
+
+    assert_status(&http.send_json("POST", CM, &configmap("settings", json!({}))).await, 409, "AlreadyExists");
+
+    // Update with the current resourceVersion, then with a stale one.
+    let mut changed = created.clone();
+    changed["data"]["key"] = json!("v2");
+    let updated = http.send_json("PUT", &format!("{CM}/settings"), &changed).await;
+    assert_eq!(updated.status, 200, "{}", updated.json());
+    let updated = updated.json();
+    assert_eq!(updated["data"]["key"], "v2");
+    assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"], "uid cannot change");
+    assert_status(&http.send_json("PUT", &format!("{CM}/settings"), &changed).await, 409, "Conflict");
+    // Without a resourceVersion, an update is unconditional.
+    let mut unconditional = updated.clone();
+    unconditional["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    unconditional["data"]["key"] = json!("v3");
+    assert_eq!(http.send_json("PUT", &format!("{CM}/settings"), &unconditional).await.status, 200);
+
+    // Patches: merge, JSON, strategic.
+    let merge = http
+        .request(
+            "PATCH",
+            &format!("{CM}/settings"),
+            "application/merge-patch+json",
+            br#"{"data":{"other":"x"}}"#,
+        )
+        .await;
+    assert_eq!(merge.status, 200, "{}", merge.json());
+    assert_eq!(merge.json()["data"], json!({"key": "v3", "other": "x"}));
+    let json_patch = http
+        .request(
+            "PATCH",
+            &format!("{CM}/settings"),
+            "application/json-patch+json",
+            br#"[{"op":"remove","path":"/data/other"}]"#,
+        )
+        .await;
+    assert_eq!(json_patch.json()["data"], json!({"key": "v3"}));
+    let strategic = http
+        .request(
+            "PATCH",
+            &format!("{CM}/settings"),
+            "application/strategic-merge-patch+json",
+            br#"{"metadata":{"labels":{"tier":"front"}}}"#,
+        )
+        .await;
+    assert_eq!(strategic.json()["metadata"]["labels"], json!({"app": "web", "tier": "front"}));
+    assert_status(
+        &http
+            .request(
+                "PATCH",
+                &format!("{CM}/settings"),
+                "application/json-patch+json",
+                br#"[{"op":"test","path":"/data/key","value":"no"}]"#,
+            )
+            .await,
+        422,
+        "Invalid",
+    );
+    assert_status(
+        &http.request("PATCH", &format!("{CM}/settings"), "text/plain", b"x").await,
+        415,
+        "UnsupportedMediaType",
+    );
+    assert_status(
+        &http.request("PATCH", &format!("{CM}/missing"), "application/merge-patch+json", b"{}").await,
+        404,
+        "NotFound",
+    );
+
+    let deleted = http.request("DELETE", &format!("{CM}/settings"), "application/json", b"").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.json());
+    let gone = http.get(&format!("{CM}/settings")).await;
+    assert_status(&gone, 404, "NotFound");
+    assert_eq!(gone.json()["message"], "configmaps \"settings\" not found");
+    assert_eq!(gone.json()["details"]["name"], "settings");
+    assert_status(
+        &http.request("DELETE", &format!("{CM}/settings"), "application/json", b"").await,
+        404,
+        "NotFound",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_status() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let invalid = http.send_json("POST", CM, &configmap("Not_Valid", json!({}))).await;
+    assert_status(&invalid, 422, "Invalid");
+    let causes = invalid.json()["details"]["causes"].clone();
+    assert_eq!(causes[0]["field"], "metadata.name", "{causes}");
+    assert_status(
+        &http.send_json("POST", CM, &configmap("ok", json!({"bad key!": "x"}))).await,
+        422,
+        "Invalid",
+    );
+    assert_status(&http.request("POST", CM, "application/json", b"{not json").await, 400, "BadRequest");
+    let mut wrong_kind = configmap("ok", json!({}));
+    wrong_kind["kind"] = json!("Secret");
+    assert_status(&http.send_json("POST", CM, &wrong_kind).await, 400, "BadRequest");
+    let mut wrong_namespace = configmap("ok", json!({}));
+    wrong_namespace["metadata"]["namespace"] = json!("other");
+    assert_status(&http.send_json("POST", CM, &wrong_namespace).await, 400, "BadRequest");
+    assert_status(&http.request("POST", CM, "text/plain", b"hello").await, 415, "UnsupportedMediaType");
+    // A body over 3 MiB: refused from its Content-Length, before it is read.
+    let (code, body) = raw_request(
+        &server.address,
+        &format!(
+            "POST {CM} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n{{}}"
+        ),
+    );
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("RequestEntityTooLarge"), "{body}");
+    let missing =
+        http.send_json("POST", "/api/v1/namespaces/nowhere/configmaps", &configmap("ok", json!({}))).await;
+    assert_status(&missing, 404, "NotFound");
+    assert_eq!(missing.json()["message"], "namespaces \"nowhere\" not found");
+    // dryRun validates and stores nothing.
+    let dry = http.send_json("POST", &format!("{CM}?dryRun=All"), &configmap("dry", json!({}))).await;
+    assert_eq!(dry.status, 201);
+    assert_status(&http.get(&format!("{CM}/dry")).await, 404, "NotFound");
+    assert_status(&http.get(&format!("{CM}?dryRun=Some")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?labelSelector=a%20in%20(")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?fieldSelector=spec.nope%3Dx")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?limit=x")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?continue=garbage")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?resourceVersionMatch=Exact")).await, 400, "BadRequest");
+    assert_status(&http.get(&format!("{CM}?resourceVersion=abc")).await, 400, "BadRequest");
+    assert_status(
+        &http.get(&format!("{CM}?resourceVersion=999999&resourceVersionMatch=NotOlderThan")).await,
+        504,
+        "Timeout",
+    );
+    // Nothing of the above was stored.
+    assert_eq!(http.get(CM).await.json()["items"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_filter_and_paginate() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    for i in 0..7 {
+        let app = if i % 2 == 0 { "web" } else { "db" };
+        assert_eq!(
+            http.send_json("POST", CM, &configmap(&format!("c{i}"), json!({"app": app, "n": i.to_string()})))
+                .await
+                .status,
+            201
+        );
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = http.get(CM).await.json();
+    assert_eq!(all["kind"], "ConfigMapList");
+    assert_eq!(names(&all).len(), 7);
+    assert!(all["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(
+        names(&http.get(&format!("{CM}?labelSelector=app%3Dweb")).await.json()),
+        ["c0", "c2", "c4", "c6"]
+    );
+    assert_eq!(names(&http.get(&format!("{CM}?labelSelector=app!%3Dweb")).await.json()), ["c1", "c3", "c5"]);
+    assert_eq!(names(&http.get(&format!("{CM}?labelSelector=n%20in%20(1,2)")).await.json()), ["c1", "c2"]);
+    assert_eq!(
+        names(&http.get(&format!("{CM}?labelSelector=n%20notin%20(1,2),app")).await.json()),
+        ["c0", "c3", "c4", "c5", "c6"]
+    );
+    assert_eq!(names(&http.get(&format!("{CM}?labelSelector=!app")).await.json()), Vec::<String>::new());
+    assert_eq!(names(&http.get(&format!("{CM}?fieldSelector=metadata.name%3Dc3")).await.json()), ["c3"]);
+    assert_eq!(
+        names(&http.get("/api/v1/configmaps?fieldSelector=metadata.namespace%3Ddefault").await.json()).len(),
+        7
+    );
+    // Pages.
+    let mut seen = Vec::new();
+    let mut path = format!("{CM}?limit=3");
+    let first_rv = loop {
+        let page = http.get(&path).await.json();
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => path = format!("{CM}?limit=3&continue={token}"),
+            None => break page["metadata"]["resourceVersion"].clone(),
+        }
+    };
+    assert_eq!(seen, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    assert!(first_rv.is_string());
+    // resourceVersion=0 is served from the cache as is.
+    assert_eq!(names(&http.get(&format!("{CM}?resourceVersion=0")).await.json()).len(), 7);
+    // The Table kubectl asks for.
+    let table = http.request("GET", CM, "application/json", b"").await;
+    assert_eq!(table.status, 200);
+}
+
+async fn watch_sees_changes(http: &Http) {
+    let list = http.get(CM).await.json();
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let mut watch = http.watch(&format!("{CM}?watch=true&resourceVersion={rv}")).await;
+    let created = http.send_json("POST", CM, &configmap("watched", json!({}))).await.json();
+    let patched = http
+        .request(
+            "PATCH",
+            &format!("{CM}/watched"),
+            "application/merge-patch+json",
+            br#"{"data":{"key":"new"}}"#,
+        )
+        .await
+        .json();
+    http.request("DELETE", &format!("{CM}/watched"), "application/json", b"").await;
+    let added = watch.next_event().await.unwrap();
+    assert_eq!(added["type"], "ADDED");
+    assert_eq!(added["object"]["metadata"]["resourceVersion"], created["metadata"]["resourceVersion"]);
+    let modified = watch.next_event().await.unwrap();
+    assert_eq!(modified["type"], "MODIFIED");
+    assert_eq!(modified["object"]["metadata"]["resourceVersion"], patched["metadata"]["resourceVersion"]);
+    assert_eq!(modified["object"]["data"]["key"], "new");
+    let deleted = watch.next_event().await.unwrap();
+    assert_eq!(deleted["type"], "DELETED");
+    assert_eq!(deleted["object"]["metadata"]["name"], "watched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_stream_events_bookmarks_and_errors() {
+    let (mut server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    watch_sees_changes(&http).await;
+
+    // timeoutSeconds ends the stream.
+    let mut short = http.watch(&format!("{CM}?watch=true&timeoutSeconds=1")).await;
+    assert!(short.next_event().await.is_none(), "the stream ends at its timeout");
+
+    // A watch-list: initial events, then the end bookmark.
+    for name in ["a", "b"] {
+        http.send_json("POST", CM, &configmap(name, json!({}))).await;
+    }
+    let mut watch_list = http
+        .watch(&format!("{CM}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"))
+        .await;
+    let mut initial = Vec::new();
+    loop {
+        let event = watch_list.next().await.unwrap();
+        if event["type"] == "BOOKMARK" {
+            assert_eq!(event["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+            break;
+        }
+        assert_eq!(event["type"], "ADDED");
+        initial.push(event["object"]["metadata"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(initial, ["a", "b"]);
+
+    // A resourceVersion older than the cache's history: an ERROR event with a 410 Status.
+    let mut too_old = http.watch(&format!("{CM}?watch=true&resourceVersion=1")).await;
+    let first = too_old.next().await;
+    // Revision 1 may still be in the history of a fresh store; then events come instead.
+    if let Some(event) = first.filter(|event| event["type"] == "ERROR") {
+        assert_eq!(event["object"]["code"], 410);
+        assert_eq!(event["object"]["reason"], "Expired");
+        assert!(too_old.next().await.is_none());
+    }
+    // Invalid watch parameters.
+    let reply = http.get(&format!("{CM}?watch=true&sendInitialEvents=true")).await;
+    assert_status(&reply, 400, "BadRequest");
+
+    // SIGTERM ends open watches cleanly and the server exits 0.
+    let mut open = http.watch(&format!("{CM}?watch=true")).await;
+    let _ = open.next().await; // initial ADDED events
+    let status = server.terminate(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_subresource_finalizers_namespaces_and_deletecollection() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    });
+    let created = http.send_json("POST", deployments, &deployment).await.json();
+    assert_eq!(created["metadata"]["generation"], 1);
+    let mut with_status = created.clone();
+    with_status["status"] = json!({"replicas": 1});
+    with_status["spec"]["replicas"] = json!(3);
+    let updated = http.send_json("PUT", &format!("{deployments}/web"), &with_status).await.json();
+    assert_eq!(updated["spec"]["replicas"], 3);
+    assert!(updated.get("status").is_none(), "the main resource ignores status: {updated}");
+    assert_eq!(updated["metadata"]["generation"], 2, "a spec change bumps the generation");
+    let mut new_status = updated.clone();
+    new_status["status"] = json!({"replicas": 1});
+    new_status["spec"]["replicas"] = json!(7);
+    let status = http.send_json("PUT", &format!("{deployments}/web/status"), &new_status).await.json();
+    assert_eq!(status["status"]["replicas"], 1, "{status}");
+    assert_eq!(status["spec"]["replicas"], 3, "the status subresource ignores spec");
+
+    // Finalizers hold a delete until they are removed.
+    let held = http.send_json("POST", CM, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})).await;
+    assert_eq!(held.status, 201);
+    let deleting = http.request("DELETE", &format!("{CM}/held"), "application/json", b"").await;
+    assert_eq!(deleting.status, 202);
+    assert!(deleting.json()["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(http.get(&format!("{CM}/held")).await.status, 200);
+    let released = http
+        .request(
+            "PATCH",
+            &format!("{CM}/held"),
+            "application/merge-patch+json",
+            br#"{"metadata":{"finalizers":null}}"#,
+        )
+        .await;
+    assert_eq!(released.status, 200, "{}", released.json());
+    assert_eq!(http.get(&format!("{CM}/held")).await.status, 404);
+
+    // Preconditions on delete.
+    let kept = http.send_json("POST", CM, &configmap("kept", json!({}))).await.json();
+    let precondition = json!({"preconditions": {"uid": "not-the-uid"}});
+    assert_status(&http.send_json("DELETE", &format!("{CM}/kept"), &precondition).await, 409, "Conflict");
+    let precondition = json!({"preconditions": {"resourceVersion": kept["metadata"]["resourceVersion"]}});
+    assert_eq!(http.send_json("DELETE", &format!("{CM}/kept"), &precondition).await.status, 200);
+
+    // deletecollection with a selector.
+    for (name, app) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
+        http.send_json("POST", CM, &configmap(name, json!({"app": app}))).await;
+    }
+    let removed =
+        http.request("DELETE", &format!("{CM}?labelSelector=app%3Dx"), "application/json", b"").await;
+    assert_eq!(removed.status, 200);
+    assert_eq!(removed.json()["items"].as_array().unwrap().len(), 2);
+    let left: Vec<Value> = http.get(CM).await.json()["items"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1);
+
+    // A namespace takes its objects with it.
+    let ns = http
+        .send_json(
+            "POST",
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        )
+        .await;
+    assert_eq!(ns.status, 201);
+    assert_eq!(ns.json()["status"]["phase"], "Active");
+    assert_eq!(
+        http.send_json("POST", "/api/v1/namespaces/team/configmaps", &configmap("c", json!({}))).await.status,
+        201
+    );
+    assert_eq!(http.request("DELETE", "/api/v1/namespaces/team", "application/json", b"").await.status, 200);
+    assert_eq!(http.get("/api/v1/namespaces/team/configmaps/c").await.status, 404);
+    assert_eq!(http.get("/api/v1/namespaces/default").await.status, 200, "default namespaces exist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resource_definitions_serve_new_types() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.stable.example.com"},
+        "spec": {
+            "group": "stable.example.com", "scope": "Namespaced",
+            "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab", "shortNames": ["ct"]},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}],
+        },
+    });
+    let created =
+        http.send_json("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &crd).await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    assert_eq!(created.json()["status"]["conditions"][1]["type"], "Established");
+    let mut bad = crd.clone();
+    bad["metadata"]["name"] = json!("wrong");
+    assert_status(
+        &http.send_json("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &bad).await,
+        422,
+        "Invalid",
+    );
+
+    let crontabs = "/apis/stable.example.com/v1/namespaces/default/crontabs";
+    let object = json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "nightly"}, "spec": {"schedule": "0 0 * * *"}});
+    let made = http.send_json("POST", crontabs, &object).await;
+    assert_eq!(made.status, 201, "{}", made.json());
+    assert_eq!(http.get(crontabs).await.json()["items"][0]["spec"]["schedule"], "0 0 * * *");
+    let discovery = http.get("/apis/stable.example.com/v1").await.json();
+    assert_eq!(discovery["resources"][0]["name"], "crontabs");
+
+    assert_eq!(
+        http.request(
+            "DELETE",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com",
+            "application/json",
+            b""
+        )
+        .await
+        .status,
+        200
+    );
+    assert_status(&http.get(crontabs).await, 404, "NotFound");
+}
