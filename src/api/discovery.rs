@@ -127,7 +127,7 @@ pub fn openapi_group_version(registry: &Registry, group: &str, version: &str) ->
         } else {
             format!("{base}/{}", ty.plural)
         };
-        let gvk = json!([{"group": ty.group, "version": ty.version, "kind": ty.kind}]);
+        let gvk = json!({"group": ty.group, "version": ty.version, "kind": ty.kind});
         let operation = |id: String| json!({"operationId": id, "parameters": [field_validation.clone()], "x-kubernetes-group-version-kind": gvk.clone()});
         paths.insert(collection.clone(), json!({ "post": operation(format!("create{}", ty.kind)) }));
         paths.insert(

@@ -148,7 +148,10 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Body> 
     let is_watch =
         request.uri().query().is_some_and(|query| query.contains("watch=true") || query.contains("watch=1"));
     let (verb, resource) = classify(request.method(), request.uri().path(), is_watch);
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let response = handle_inner(state, request, is_watch).await;
+    tracing::debug!(%method, %uri, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
     state.metrics.observe(&verb, &resource, response.status().as_u16(), started.elapsed());
     response
 }
