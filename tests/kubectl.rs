@@ -85,16 +85,31 @@ fn kubectl_manages_objects() {
     let manifest = dir.path().join("deployment.yaml");
 
     std::fs::write(&manifest, DEPLOYMENT.replace("IMAGE", "1.25")).unwrap();
-    assert!(kubectl.run(&["apply", "-f", manifest.to_str().unwrap()]).contains("deployment.apps/web created"));
+    assert!(kubectl
+        .run(&["apply", "-f", manifest.to_str().unwrap()])
+        .contains("deployment.apps/web created"));
     std::fs::write(&manifest, DEPLOYMENT.replace("IMAGE", "1.27")).unwrap();
-    assert!(kubectl.run(&["apply", "-f", manifest.to_str().unwrap()]).contains("deployment.apps/web configured"));
-    let images = kubectl.run(&["get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[*].image} {.metadata.generation}"]);
-    assert_eq!(images, "nginx:1.27 busybox:1 2", "apply merged the containers by name and bumped the generation");
+    assert!(kubectl
+        .run(&["apply", "-f", manifest.to_str().unwrap()])
+        .contains("deployment.apps/web configured"));
+    let images = kubectl.run(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].image} {.metadata.generation}",
+    ]);
+    assert_eq!(
+        images, "nginx:1.27 busybox:1 2",
+        "apply merged the containers by name and bumped the generation"
+    );
 
     let table = kubectl.run(&["get", "deployments"]);
     assert!(table.starts_with("NAME") && table.contains("web"), "{table}");
     assert!(kubectl.run(&["label", "deployment", "web", "tier=front"]).contains("labeled"));
-    assert!(kubectl.run(&["get", "deploy", "-l", "tier=front", "-o", "name"]).contains("deployment.apps/web"));
+    assert!(kubectl
+        .run(&["get", "deploy", "-l", "tier=front", "-o", "name"])
+        .contains("deployment.apps/web"));
     assert_eq!(kubectl.run(&["get", "deploy", "-l", "tier=back", "-o", "name"]), "");
 
     let namespaces = kubectl.run(&["get", "namespaces", "-o", "name"]);

@@ -548,6 +548,8 @@ impl Cacher {
             .send(Registration::Add(Arc::clone(&shared)))
             .map_err(|_| CacheError::Closed)?;
         let interval = bookmarks.then_some(self.config.bookmark_interval);
+        // Counted here and uncounted when the watch is dropped.
+        self.shared.counters.watchers.fetch_add(1, Ordering::Relaxed);
         Ok(CacheWatch::new(shared, Arc::clone(&self.shared), start, interval))
     }
 }

@@ -282,7 +282,6 @@ impl Reflector {
 
     fn update_gauges(&self) {
         let counters = &self.shared.counters;
-        counters.watchers.store(self.dispatcher.stats.watchers as u64, Ordering::Relaxed);
         counters.delivered.store(self.dispatcher.stats.delivered, Ordering::Relaxed);
         counters.overflowed.store(self.dispatcher.stats.overflowed, Ordering::Relaxed);
     }

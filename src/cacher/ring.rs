@@ -261,6 +261,8 @@ impl RingWriter {
         fence(Ordering::SeqCst);
         ring.revision.store(revision, Ordering::Release);
         self.trim(Instant::now());
+        // Statistics only.
+        ring.bytes.store(self.bytes, Ordering::Relaxed);
     }
 
     /// Records that the ring is complete up to `revision` without a new event (a progress
@@ -299,7 +301,6 @@ impl RingWriter {
             }
             self.evict_oldest();
         }
-        // Statistics only.
     }
 
     fn evict_oldest(&mut self) {

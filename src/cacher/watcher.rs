@@ -509,6 +509,7 @@ impl Drop for CacheWatch {
     fn drop(&mut self) {
         self.shared.close();
         self.cacher.unregister();
+        self.cacher.counters.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
