@@ -1,0 +1,78 @@
+"""Smoke test of watchcache with the official Python Kubernetes client.
+
+Usage: python3 smoke.py http://127.0.0.1:PORT
+Exits 0 when every step behaved as kube-apiserver would.
+"""
+
+import sys
+import threading
+import time
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+
+def main(server: str) -> None:
+    configuration = client.Configuration(host=server)
+    api = client.CoreV1Api(client.ApiClient(configuration))
+
+    namespace = "smoke"
+    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    assert namespace in [ns.metadata.name for ns in api.list_namespace().items]
+
+    for name, app in [("one", "web"), ("two", "db")]:
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, labels={"app": app}), data={"key": name}
+        )
+        created = api.create_namespaced_config_map(namespace, body)
+        assert created.metadata.resource_version, "a created object has a resourceVersion"
+        assert created.metadata.uid
+
+    web = api.list_namespaced_config_map(namespace, label_selector="app=web")
+    assert [item.metadata.name for item in web.items] == ["one"], web.items
+
+    patched = api.patch_namespaced_config_map("one", namespace, {"data": {"key": "patched"}})
+    assert patched.data["key"] == "patched"
+    assert api.read_namespaced_config_map("one", namespace).data["key"] == "patched"
+
+    try:
+        api.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="one")))
+        raise AssertionError("a duplicate create succeeded")
+    except ApiException as error:
+        assert error.status == 409, error
+
+    # A watch sees a configmap created while it runs.
+    listed = api.list_namespaced_config_map(namespace)
+    seen = []
+
+    def create_later() -> None:
+        time.sleep(0.5)
+        api.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="three")))
+
+    writer = threading.Thread(target=create_later)
+    writer.start()
+    stream = watch.Watch().stream(
+        api.list_namespaced_config_map,
+        namespace,
+        resource_version=listed.metadata.resource_version,
+        timeout_seconds=5,
+    )
+    for event in stream:
+        seen.append((event["type"], event["object"].metadata.name))
+        if event["object"].metadata.name == "three":
+            break
+    writer.join()
+    assert ("ADDED", "three") in seen, seen
+
+    api.delete_namespaced_config_map("one", namespace)
+    try:
+        api.read_namespaced_config_map("one", namespace)
+        raise AssertionError("a deleted object is still there")
+    except ApiException as error:
+        assert error.status == 404, error
+
+    print("python client smoke test passed")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
