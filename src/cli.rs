@@ -53,6 +53,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub history_revisions: u64,
 
+    /// Most events each resource's watch cache keeps for watchers to resume from (its ring);
+    /// a watcher that falls further behind gets 410 Gone and relists.
+    #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub watch_cache_capacity: u64,
+
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

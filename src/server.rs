@@ -60,7 +60,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let address =
         listener.local_addr().map_err(|source| ServeError::Listen { address: args.listen, source })?;
     let description = storage.describe();
-    let registry = Arc::new(Registry::new(Arc::clone(&storage), CacheConfig::default()));
+    let mut cache_config = CacheConfig::default();
+    let capacity = args.watch_cache_capacity as usize;
+    cache_config.ring.max_events = capacity;
+    cache_config.ring.min_events = cache_config.ring.min_events.min(capacity);
+    let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
     api::crd::spawn_sync(Arc::clone(&registry));
     let (stopping, shutdown) = tokio::sync::watch::channel(false);

@@ -24,6 +24,7 @@ fn help_documents_every_flag() {
         "--etcd-prefix",
         "--etcd-startup-timeout",
         "--history-revisions",
+        "--watch-cache-capacity",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
@@ -37,6 +38,7 @@ fn bad_flags_exit_2_with_a_message() {
         &["serve", "--listen", "not-an-address"],
         &["serve", "--in-memory", "--etcd-endpoints", "http://127.0.0.1:2379"],
         &["serve", "--history-revisions", "0"],
+        &["serve", "--watch-cache-capacity", "0"],
         &["no-such-command"],
     ] {
         let output = watchcache(args);
