@@ -505,3 +505,28 @@ async fn custom_resource_definitions_serve_new_types() {
     );
     assert_status(&http.get(crontabs).await, 404, "NotFound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_continue_token_is_410_gone() {
+    // Little storage history, so that once the cache no longer retains the list's snapshot,
+    // storage cannot serve its revision either.
+    let server = ServerProcess::start(&["--in-memory", "--history-revisions", "10"]);
+    let http = Http::new(&server.address, false);
+    for i in 0..3 {
+        assert_eq!(http.send_json("POST", CM, &configmap(&format!("c{i}"), json!({}))).await.status, 201);
+    }
+    let first = http.get(&format!("{CM}?limit=1")).await.json();
+    let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+    // More writes than the cache retains snapshots for (1,024).
+    for i in 0..1100 {
+        let patch = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
+        let reply = http
+            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch.as_bytes())
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let expired = http.get(&format!("{CM}?limit=1&continue={token}")).await;
+    assert_status(&expired, 410, "Expired");
+    // A new list works.
+    assert_eq!(http.get(&format!("{CM}?limit=1")).await.status, 200);
+}
