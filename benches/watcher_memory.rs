@@ -7,13 +7,16 @@
 //!
 //! Run: `cargo bench --bench watcher_memory`. Prints one line per queue capacity.
 
+mod support;
+
+use support::pods;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use watchcache::cacher::object::ResourceConfig;
 use watchcache::cacher::{CacheConfig, CacheWatch, Cacher, WatchFilter, WatchStart};
 use watchcache::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
 use watchcache::storage::Storage;
@@ -63,17 +66,6 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const WATCHES: usize = 10_000;
-
-fn pods() -> ResourceConfig {
-    ResourceConfig {
-        prefix: "/pods/".into(),
-        kind: "Pod".into(),
-        api_version: "v1".into(),
-        namespaced: true,
-        selectable_fields: vec!["spec.nodeName".into()],
-        indexed_field: Some("spec.nodeName".into()),
-    }
-}
 
 /// Polls every watch once without waiting: it positions itself in the ring and, once the
 /// reflector has registered it, switches to its queue.
