@@ -58,6 +58,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub watch_cache_capacity: u64,
 
+    /// Most requests served at once, watches excepted; beyond it requests get 429 Too Many
+    /// Requests with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 400, value_name = "N")]
+    pub max_requests_inflight: usize,
+
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

@@ -69,7 +69,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     api::crd::spawn_sync(Arc::clone(&registry));
     let (stopping, shutdown) = tokio::sync::watch::channel(false);
     let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
-    let state = Arc::new(ApiState { registry, shutdown, metrics });
+    let inflight = (args.max_requests_inflight > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(args.max_requests_inflight)));
+    let state = Arc::new(ApiState { registry, shutdown, metrics, inflight });
     // The one startup line: scripts and tests read the address from it.
     println!("watchcache listening on http://{address} (storage: {description})");
     api::serve(listener, state, stopping, shutdown_signal()).await;

@@ -530,3 +530,25 @@ async fn an_expired_continue_token_is_410_gone() {
     // A new list works.
     assert_eq!(http.get(&format!("{CM}?limit=1")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_inflight_limit_get_429() {
+    let server = ServerProcess::start(&["--in-memory", "--max-requests-inflight", "1"]);
+    let http = Http::new(&server.address, false);
+    // Holds the one permit for up to 3 s: a list at a revision the cache will not reach.
+    let slow = {
+        let http = Http::new(&server.address, false);
+        tokio::spawn(async move {
+            http.get(&format!("{CM}?resourceVersion=999999&resourceVersionMatch=NotOlderThan")).await.status
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = http.get(CM).await;
+    assert_status(&refused, 429, "TooManyRequests");
+    // Watches and health checks are not limited.
+    assert_eq!(http.get("/healthz").await.status, 200);
+    let mut watch = http.watch(&format!("{CM}?watch=true&timeoutSeconds=1")).await;
+    assert!(watch.next().await.is_none());
+    assert_eq!(slow.await.unwrap(), 504);
+    assert_eq!(http.get(CM).await.status, 200, "the permit came back");
+}

@@ -25,6 +25,7 @@ fn help_documents_every_flag() {
         "--etcd-startup-timeout",
         "--history-revisions",
         "--watch-cache-capacity",
+        "--max-requests-inflight",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
@@ -39,6 +40,7 @@ fn bad_flags_exit_2_with_a_message() {
         &["serve", "--in-memory", "--etcd-endpoints", "http://127.0.0.1:2379"],
         &["serve", "--history-revisions", "0"],
         &["serve", "--watch-cache-capacity", "0"],
+        &["serve", "--max-requests-inflight", "-1"],
         &["no-such-command"],
     ] {
         let output = watchcache(args);

@@ -69,6 +69,9 @@ pub struct ApiState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Request and cache metrics.
     pub metrics: metrics::Metrics,
+    /// Permits for requests on resources other than watches (`--max-requests-inflight`);
+    /// `None`: unlimited.
+    pub inflight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.
@@ -157,6 +160,16 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Body> 
 }
 
 async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bool) -> Response<Body> {
+    // Watches are long-running and exempt, as are health, version and metrics endpoints.
+    let limited = !is_watch
+        && (request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/apis/"));
+    let _permit = match (&state.inflight, limited) {
+        (Some(inflight), true) => match Arc::clone(inflight).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return ApiError::too_many_requests().to_response(),
+        },
+        _ => None,
+    };
     let result = if is_watch {
         route(state, request).await
     } else {

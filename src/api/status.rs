@@ -152,6 +152,18 @@ impl ApiError {
         )
     }
 
+    /// 429 TooManyRequests with Retry-After (`--max-requests-inflight` reached).
+    pub fn too_many_requests() -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        error.details = Some(Box::new(json!({ "retryAfterSeconds": 1 })));
+        error.retry_after = Some(1);
+        error
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
