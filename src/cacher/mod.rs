@@ -223,6 +223,7 @@ pub(crate) struct CacherShared {
     /// Readers waiting for a revision ask the reflector to request progress from storage.
     pub(crate) progress_requests: Notify,
     pub(crate) stop: Notify,
+    /// Set (Release) by `Cacher::stop`; read (Acquire) by readers and watches, which then end.
     closed: AtomicBool,
     pub(crate) counters: Counters,
 }
@@ -578,6 +579,7 @@ pub mod bench_support {
         /// A live watcher with `filter` and a queue of `capacity`.
         pub fn new(filter: WatchFilter, capacity: usize) -> BenchWatcher {
             let shared = Arc::new(WatcherShared::new(filter, capacity));
+            // Before the watcher is shared with any other thread: any ordering would do.
             shared.mode.store(Mode::LIVE, Ordering::SeqCst);
             BenchWatcher(shared)
         }

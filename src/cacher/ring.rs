@@ -208,6 +208,9 @@ impl EventRing {
 }
 
 /// The write side of a ring: exactly one per ring, owned by the reflector.
+///
+/// It reads the ring's atomics with Relaxed: it is their only writer, so it always sees its own
+/// latest stores.
 pub struct RingWriter {
     ring: Arc<EventRing>,
     limits: RingLimits,

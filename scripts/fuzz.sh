@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for the given number of seconds each (default 15); installs
+# cargo-fuzz first if it is missing. Fails on the first crash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-15}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+for target in selectors patch storage_model cache_model; do
+  echo "fuzzing $target for ${seconds}s" >&2
+  cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096 >/dev/null 2>"fuzz/$target.log" || {
+    tail -40 "fuzz/$target.log" >&2
+    exit 1
+  }
+  grep -E "^Done|stat::number_of_executed_units" "fuzz/$target.log" | tail -1 >&2 || true
+done
