@@ -20,8 +20,11 @@
 //! [`ReadVersion::Consistent`] read first asks storage for its current revision and waits (at
 //! most [`CacheConfig::consistent_read_timeout`]) for the cache to reach it, else reads storage;
 //! with an etcd whose progress notifications cannot be trusted (see
-//! [`crate::storage::Storage::progress_notify_reliable`]) it reads storage unless the cache
-//! already is at storage's revision.
+//! [`crate::storage::Storage::progress_notify_reliable`]) it reads storage unless the events the
+//! cache applied already reach storage's revision. Such progress notifications still move the
+//! cache's revision forward (a watch from a revision the client listed from storage must not
+//! wait for an event that will never come), and an event that arrives behind one makes the
+//! reflector relist.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -216,8 +219,13 @@ pub(crate) struct CacherShared {
     pub(crate) ring: Arc<EventRing>,
     pub(crate) store: Arc<Store>,
     registrations: mpsc::UnboundedSender<Registration>,
-    /// The revision the cache has reached, published by the reflector after each batch.
+    /// The revision the cache has reached, published by the reflector after each batch and each
+    /// progress notification.
     pub(crate) revision: watch::Sender<Revision>,
+    /// The revision of the last list or event applied: unlike `revision`, never advanced by a
+    /// progress notification. Written by the reflector (Release); read (Acquire) by consistent
+    /// reads when storage's progress notifications cannot be trusted.
+    pub(crate) event_revision: AtomicU64,
     /// Whether the first list has been loaded.
     pub(crate) ready: watch::Sender<bool>,
     /// Readers waiting for a revision ask the reflector to request progress from storage.
@@ -258,6 +266,7 @@ impl Cacher {
             store: Arc::clone(store.store()),
             registrations,
             revision: watch::Sender::new(0),
+            event_revision: AtomicU64::new(0),
             ready: watch::Sender::new(false),
             progress_requests: Notify::new(),
             stop: Notify::new(),
@@ -364,11 +373,16 @@ impl Cacher {
             ReadVersion::Consistent => {
                 let current = self.storage.current_revision().await?;
                 let cached = self.shared.store.current();
+                if !self.storage.progress_notify_reliable() {
+                    // Only events prove the cache current: a progress notification from such an
+                    // etcd may run ahead of an event it has yet to send (etcd#15220).
+                    if self.shared.event_revision.load(Ordering::Acquire) >= current {
+                        return Ok(Ok(cached));
+                    }
+                    return Ok(Err(None));
+                }
                 if cached.revision >= current {
                     return Ok(Ok(cached));
-                }
-                if !self.storage.progress_notify_reliable() {
-                    return Ok(Err(None));
                 }
                 if self.wait_for_revision(current).await {
                     Ok(Ok(self.shared.store.current()))

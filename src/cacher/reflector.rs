@@ -10,7 +10,7 @@
 //!    revision they have, and relist only if it is too old).
 //! 3. **Watch** from the list's revision: apply each event to the store, append it to the ring,
 //!    publish the new snapshot, and dispatch it. Progress notifications advance the revision of
-//!    an idle resource (only when storage's progress notifications are reliable).
+//!    an idle resource; an event that arrives behind one (etcd#15220) makes the reflector relist.
 //! 4. When the watch breaks, **re-watch** from the last revision, with backoff; when storage says
 //!    the revision is compacted, go back to 1.
 
@@ -156,6 +156,7 @@ impl Reflector {
         }
         self.ring.reset(revision);
         self.store.replace(objects, revision);
+        self.shared.event_revision.store(revision, Ordering::Release);
         self.close_all_watchers();
         self.shared.revision.send_replace(revision);
         self.shared.ready.send_replace(true);
@@ -175,7 +176,6 @@ impl Reflector {
             Err(StorageError::Compacted { .. }) => return WatchEnd::Compacted,
             Err(error) => return WatchEnd::Broken(error),
         };
-        let reliable_progress = self.storage.progress_notify_reliable();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -193,13 +193,24 @@ impl Reflector {
                             self.dispatcher.register(registration);
                         }
                         for event in events {
+                            if event.revision() <= self.store.revision() {
+                                // Behind a progress notification that ran ahead of it (an etcd
+                                // without the etcd#15220 fix): the cache cannot place it.
+                                tracing::warn!(
+                                    resource = %self.shared.resource.prefix,
+                                    event = event.revision(),
+                                    cache = self.store.revision(),
+                                    "an event arrived behind a progress notification, relisting"
+                                );
+                                return WatchEnd::Compacted;
+                            }
                             *revision = event.revision();
                             self.apply(event);
                         }
                         self.finish_batch();
                     }
                     Some(Ok(WatchMessage::Progress(progress))) => {
-                        if reliable_progress && progress > self.store.revision() {
+                        if progress > self.store.revision() {
                             *revision = progress;
                             self.ring.advance(progress);
                             self.store.advance(progress);
@@ -211,11 +222,7 @@ impl Reflector {
                     Some(Err(error)) => return WatchEnd::Broken(error),
                     None => return WatchEnd::Broken(StorageError::Unavailable("the storage watch ended".into())),
                 },
-                () = self.shared.progress_requests.notified() => {
-                    if reliable_progress {
-                        watch.request_progress();
-                    }
-                }
+                () = self.shared.progress_requests.notified() => watch.request_progress(),
                 _ = tick.tick() => {
                     self.ring.trim(Instant::now());
                     self.update_gauges();
@@ -264,6 +271,8 @@ impl Reflector {
         let cached = Arc::new(CachedEvent::new(self.ring.next_seq(), kind, object, prev));
         self.store.apply(&key, stored, revision);
         self.store.publish();
+        // Release: pairs with the Acquire load of consistent reads.
+        self.shared.event_revision.store(revision, Ordering::Release);
         self.ring.push(Arc::clone(&cached));
         self.dispatcher.dispatch(&cached);
         self.shared.counters.events.fetch_add(1, Ordering::Relaxed);
