@@ -4,6 +4,7 @@ Usage: python3 smoke.py http://127.0.0.1:PORT
 Exits 0 when every step behaved as kube-apiserver would.
 """
 
+import json
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ def main(server: str) -> None:
     api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     assert namespace in [ns.metadata.name for ns in api.list_namespace().items]
 
+    created_uids = {}
     for name, app in [("one", "web"), ("two", "db")]:
         body = client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name=name, labels={"app": app}), data={"key": name}
@@ -27,19 +29,25 @@ def main(server: str) -> None:
         created = api.create_namespaced_config_map(namespace, body)
         assert created.metadata.resource_version, "a created object has a resourceVersion"
         assert created.metadata.uid
+        assert created.metadata.namespace == namespace
+        created_uids[name] = created.metadata.uid
 
     web = api.list_namespaced_config_map(namespace, label_selector="app=web")
     assert [item.metadata.name for item in web.items] == ["one"], web.items
 
     patched = api.patch_namespaced_config_map("one", namespace, {"data": {"key": "patched"}})
     assert patched.data["key"] == "patched"
-    assert api.read_namespaced_config_map("one", namespace).data["key"] == "patched"
+    read = api.read_namespaced_config_map("one", namespace)
+    assert read.data["key"] == "patched"
+    assert read.metadata.labels == {"app": "web"}, read.metadata.labels
+    assert read.metadata.uid == created_uids["one"]
 
     try:
         api.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="one")))
         raise AssertionError("a duplicate create succeeded")
     except ApiException as error:
         assert error.status == 409, error
+        assert json.loads(error.body)["reason"] == "AlreadyExists", error.body
 
     # A watch sees a configmap created while it runs.
     listed = api.list_namespaced_config_map(namespace)
@@ -62,7 +70,7 @@ def main(server: str) -> None:
         if event["object"].metadata.name == "three":
             break
     writer.join()
-    assert ("ADDED", "three") in seen, seen
+    assert ("ADDED", "three") in seen, f"the watch did not see three ADDED within 5 s: {seen}"
 
     api.delete_namespaced_config_map("one", namespace)
     try:
@@ -70,6 +78,9 @@ def main(server: str) -> None:
         raise AssertionError("a deleted object is still there")
     except ApiException as error:
         assert error.status == 404, error
+        assert json.loads(error.body)["reason"] == "NotFound", error.body
+    remaining = api.list_namespaced_config_map(namespace)
+    assert sorted(item.metadata.name for item in remaining.items) == ["three", "two"], remaining.items
 
     print("python client smoke test passed")
 

@@ -112,6 +112,11 @@ impl EtcdCluster {
         self.members.iter().map(|member| member.client_url.clone()).collect()
     }
 
+    /// The process id of every running member.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|member| member.child.as_ref().map(Child::id)).collect()
+    }
+
     /// Kills member `index` (SIGKILL), as a crashed machine would.
     pub fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.members[index].child.take() {
