@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -63,7 +64,34 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 400, value_name = "N")]
     pub max_requests_inflight: usize,
 
+    /// A watch without timeoutSeconds ends after a random time between this and twice this, so
+    /// that clients re-watch at different moments (seconds, or a duration such as 30m).
+    #[arg(long, default_value = "1800", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub min_request_timeout: Duration,
+
+    /// Under load, how long the watch cache may hold back waking watchers so that each socket
+    /// write carries several events (at most this much added latency; 0 wakes them after every
+    /// storage event batch). A duration such as 5ms.
+    #[arg(long, default_value = "5ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub watch_delivery_linger: Duration,
+
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+/// A duration: plain seconds (`1800`, as kube-apiserver's flags take them) or with a unit
+/// (`30m`, `5ms`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|error| format!("not a duration ({error}): {text:?}"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than zero".into()),
+        duration => Ok(duration),
+    }
 }

@@ -60,7 +60,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let address =
         listener.local_addr().map_err(|source| ServeError::Listen { address: args.listen, source })?;
     let description = storage.describe();
-    let mut cache_config = CacheConfig::default();
+    let mut cache_config =
+        CacheConfig { delivery_linger: args.watch_delivery_linger, ..CacheConfig::default() };
     let capacity = args.watch_cache_capacity as usize;
     cache_config.ring.max_events = capacity;
     cache_config.ring.min_events = cache_config.ring.min_events.min(capacity);
@@ -71,7 +72,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     let inflight = (args.max_requests_inflight > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(args.max_requests_inflight)));
-    let state = Arc::new(ApiState { registry, shutdown, metrics, inflight });
+    let state = Arc::new(ApiState {
+        registry,
+        shutdown,
+        metrics,
+        inflight,
+        min_request_timeout: args.min_request_timeout,
+    });
     // The one startup line: scripts and tests read the address from it.
     println!("watchcache listening on http://{address} (storage: {description})");
     api::serve(listener, state, stopping, shutdown_signal()).await;

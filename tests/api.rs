@@ -556,3 +556,62 @@ async fn requests_beyond_the_inflight_limit_get_429() {
     assert_eq!(slow.await.unwrap(), 504);
     assert_eq!(http.get(CM).await.status, 200, "the permit came back");
 }
+
+/// The reproduction: a watch from an old resourceVersion whose selector matches only an
+/// object created after hundreds that it does not match (more than a batch of the ring) gets
+/// that object at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_selector_from_an_old_revision_gets_its_event() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sparse"}});
+    assert_eq!(http.send_json("POST", "/api/v1/namespaces", &namespace).await.status, 201);
+    let path = "/api/v1/namespaces/sparse/configmaps";
+    let rv = http.get(path).await.json()["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    for index in 0..600 {
+        let reply = http.send_json("POST", path, &configmap(&format!("plain-{index}"), json!({}))).await;
+        assert_eq!(reply.status, 201);
+    }
+    let wanted = http.send_json("POST", path, &configmap("wanted", json!({"x": "1"}))).await.json();
+    let mut watch = http
+        .watch(&format!("{path}?watch=1&resourceVersion={rv}&labelSelector=x%3D1&timeoutSeconds=20"))
+        .await;
+    let started = std::time::Instant::now();
+    let event = watch.next_event().await.expect("the matching event, not the end of the stream");
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["metadata"]["name"], "wanted");
+    assert_eq!(event["object"]["metadata"]["resourceVersion"], wanted["metadata"]["resourceVersion"]);
+    // Not at the stream's timeout: the watch did not sleep with the event waiting.
+    assert!(started.elapsed() < Duration::from_secs(10), "delivered after {:?}", started.elapsed());
+}
+
+/// Without timeoutSeconds a watch ends after a random time between --min-request-timeout and
+/// twice that, as kube-apiserver's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_without_timeout_ends_after_the_minimum_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--min-request-timeout=1",
+    ]);
+    let http = Http::new(&server.address, false);
+    let rv = http.get(CM).await.json()["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let mut watch = http.watch(&format!("{CM}?watch=true&resourceVersion={rv}")).await;
+    assert!(watch.next_event().await.is_none(), "the stream ends cleanly");
+    let lasted = started.elapsed();
+    assert!(lasted >= Duration::from_secs(1), "ended after {lasted:?}, before the minimum");
+    // timeoutSeconds still rules when given, even above the minimum.
+    let started = std::time::Instant::now();
+    let mut watch = http.watch(&format!("{CM}?watch=true&resourceVersion={rv}&timeoutSeconds=3")).await;
+    assert!(watch.next_event().await.is_none());
+    assert!(started.elapsed() >= Duration::from_secs(3), "ended after {:?}", started.elapsed());
+    // A bad value is refused at startup with a clear message.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--min-request-timeout=0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--min-request-timeout"));
+}

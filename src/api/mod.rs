@@ -72,6 +72,9 @@ pub struct ApiState {
     /// Permits for requests on resources other than watches (`--max-requests-inflight`);
     /// `None`: unlimited.
     pub inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// The shortest lifetime of a watch without `timeoutSeconds` (`--min-request-timeout`);
+    /// each such watch ends after a random time between it and twice it.
+    pub min_request_timeout: Duration,
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.

@@ -14,14 +14,26 @@
 //! of an event is therefore proportional to the watchers that can want it, not to all watchers.
 //!
 //! New watches and ended ones reach the dispatcher through a channel, applied before each event;
-//! ended watchers are swept out of the index lazily.
+//! ended watchers are swept out of the index lazily. A watcher that is not live (catching up
+//! from the ring, or closed) is skipped before its filter is evaluated.
+//!
+//! # Coalescing
+//!
+//! An offer queues a position but wakes nobody. The watchers an event reached are remembered
+//! (once each) and woken together by [`Dispatcher::flush`], which the reflector calls after each
+//! batch of storage events, at most once per *linger* ([`super::CacheConfig::delivery_linger`]):
+//! the first batch after a quiet spell is flushed at once, later ones wait until a linger has
+//! passed since the previous flush (or until half a queue of events is pending). A woken watch
+//! writes everything queued for it in one write, so under load each socket write carries the
+//! events of a whole linger instead of one, at the cost of at most one linger of added latency;
+//! an isolated event pays nothing. Wake-ups are deferred, never dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::object::{CachedEvent, CachedObject, ResourceConfig};
-use super::watcher::WatcherShared;
+use super::object::{CachedEvent, CachedObject, Delivery, ResourceConfig};
+use super::watcher::{Offered, WatcherShared};
 
 /// A change to the set of watchers.
 pub(crate) enum Registration {
@@ -61,6 +73,10 @@ pub struct Dispatcher {
     by_name: HashMap<String, HashMap<String, Bucket>>,
     by_field: HashMap<String, Bucket>,
     closed_since_sweep: usize,
+    /// Watchers to wake at the next flush (each once: `wake_pending`).
+    pending: Vec<Arc<WatcherShared>>,
+    /// Events dispatched since the last flush.
+    pending_events: usize,
     pub(crate) stats: DispatchStats,
 }
 
@@ -73,6 +89,8 @@ impl Dispatcher {
             by_name: HashMap::new(),
             by_field: HashMap::new(),
             closed_since_sweep: 0,
+            pending: Vec::new(),
+            pending_events: 0,
             stats: DispatchStats::default(),
         }
     }
@@ -108,7 +126,7 @@ impl Dispatcher {
                 let key = self.index_key(&watcher);
                 // Release: the watch may switch to its queue once it sees this.
                 watcher.registered.store(true, Ordering::Release);
-                watcher.wake.notify_one();
+                watcher.wake();
                 match key {
                     IndexKey::Everything => self.everything.push(watcher),
                     IndexKey::Namespace(namespace) => {
@@ -149,16 +167,30 @@ impl Dispatcher {
         self.closed_since_sweep = 0;
     }
 
-    /// Offers `event` to every watcher that can want it. Never blocks.
+    /// Offers `event` to every watcher that can want it. Never blocks and wakes nobody: the
+    /// watchers it reached are woken by the next [`Dispatcher::flush`].
     pub(crate) fn dispatch(&mut self, event: &CachedEvent) {
-        let Dispatcher { everything, by_namespace, by_name, by_field, stats, resource, .. } = self;
+        self.pending_events += 1;
+        let Dispatcher { everything, by_namespace, by_name, by_field, stats, resource, pending, .. } = self;
         let mut offer = |watchers: &[Arc<WatcherShared>]| {
             for watcher in watchers {
-                if let Some(delivery) = watcher.filter.delivery(event) {
-                    stats.delivered += 1;
-                    if !watcher.offer(event, delivery) {
-                        stats.overflowed += 1;
-                    }
+                // Catching up or closed: nothing to do, and no filter to evaluate.
+                if !watcher.is_live() {
+                    continue;
+                }
+                let Some(delivery) = watcher.filter.delivery(event) else { continue };
+                if delivery != Delivery::AsIs {
+                    // Build the transition's line here, once, rather than in the first watcher
+                    // to read it.
+                    event.line_ref(delivery, resource);
+                }
+                stats.delivered += 1;
+                if watcher.offer(event, delivery) == Offered::Overflowed {
+                    stats.overflowed += 1;
+                }
+                // Relaxed: only the dispatcher reads and writes it.
+                if !watcher.wake_pending.swap(true, Ordering::Relaxed) {
+                    pending.push(Arc::clone(watcher));
                 }
             }
         };
@@ -195,6 +227,25 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Whether some watcher waits for a wake-up.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Events dispatched since the last flush.
+    pub(crate) fn pending_events(&self) -> usize {
+        self.pending_events
+    }
+
+    /// Wakes every watcher an event reached since the last flush.
+    pub(crate) fn flush(&mut self) {
+        for watcher in self.pending.drain(..) {
+            watcher.wake_pending.store(false, Ordering::Relaxed);
+            watcher.wake();
+        }
+        self.pending_events = 0;
     }
 
     /// Every registered watcher.

@@ -49,6 +49,9 @@ use watcher::{Start, WatcherShared};
 
 use crate::storage::{ListOptions, Revision, Storage, StorageError};
 
+/// The default of [`CacheConfig::delivery_linger`].
+pub const DEFAULT_DELIVERY_LINGER: Duration = Duration::from_millis(5);
+
 /// Settings of a cacher.
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -67,6 +70,10 @@ pub struct CacheConfig {
     pub history_revisions: u64,
     /// Page size of the reflector's lists.
     pub list_page_size: usize,
+    /// How long the dispatcher may hold back wake-ups after a flush so that watchers write
+    /// several events at once (see `dispatcher`, *Coalescing*). Zero wakes watchers after every
+    /// batch of storage events.
+    pub delivery_linger: Duration,
 }
 
 impl Default for CacheConfig {
@@ -79,6 +86,7 @@ impl Default for CacheConfig {
             consistent_read_timeout: Duration::from_secs(3),
             history_revisions: 10_000,
             list_page_size: 1_000,
+            delivery_linger: DEFAULT_DELIVERY_LINGER,
         }
     }
 }

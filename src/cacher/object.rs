@@ -3,8 +3,11 @@
 //! When a write enters the cache, its JSON is parsed once to read the metadata the cache indexes
 //! and filters on (namespace, name, labels, selectable fields), `metadata.resourceVersion` is set
 //! to the write's revision, and the object is encoded once. Every reader and watcher then shares
-//! those bytes ([`Bytes`]); the watch-event lines (`{"type":"ADDED","object":...}\n`) are built at
-//! most once per event and kind, on first use, and shared the same way.
+//! those bytes ([`Bytes`]). An event's own watch line (`{"type":"MODIFIED","object":...}\n`) is
+//! built by the reflector when the event enters the cache; the lines of selector transitions
+//! (an update shown as ADDED or DELETED to a watch whose selector it enters or leaves) are built
+//! at most once, by the dispatcher before it hands out the first of them. Every watcher shares
+//! those lines too; an ADDED event's line is its object's ADDED line, not a second copy.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -132,7 +135,12 @@ impl CachedObject {
 
     /// The watch line that adds this object: `{"type":"ADDED","object":<json>}\n`, built once.
     pub fn added_line(&self) -> Bytes {
-        self.added_line.get_or_init(|| event_line("ADDED", &self.json)).clone()
+        self.added_line_ref().clone()
+    }
+
+    /// [`CachedObject::added_line`] by reference.
+    pub fn added_line_ref(&self) -> &Bytes {
+        self.added_line.get_or_init(|| event_line("ADDED", &self.json))
     }
 
     /// The approximate memory this object holds, for the ring's byte bound.
@@ -214,7 +222,8 @@ pub struct CachedEvent {
     pub prev: Option<Arc<CachedObject>>,
     /// When the cache received the event (the ring keeps a time window).
     pub received: Instant,
-    line: OnceLock<Bytes>,
+    /// The event as it is, built when the event is created.
+    line: Bytes,
     deleted_line: OnceLock<Bytes>,
 }
 
@@ -238,15 +247,12 @@ impl CachedEvent {
         object: Arc<CachedObject>,
         prev: Option<Arc<CachedObject>>,
     ) -> Self {
-        CachedEvent {
-            seq,
-            kind,
-            object,
-            prev,
-            received: Instant::now(),
-            line: OnceLock::new(),
-            deleted_line: OnceLock::new(),
-        }
+        let line = match kind {
+            // The same bytes an ADDED delivery of the object uses.
+            EventType::Added => object.added_line(),
+            _ => event_line(kind.as_str(), &object.json),
+        };
+        CachedEvent { seq, kind, object, prev, received: Instant::now(), line, deleted_line: OnceLock::new() }
     }
 
     /// The revision of the write.
@@ -270,22 +276,24 @@ impl CachedEvent {
 
     /// The wire line for `delivery`, built once per event and kind.
     pub fn line(&self, delivery: Delivery, resource: &ResourceConfig) -> Bytes {
+        self.line_ref(delivery, resource).clone()
+    }
+
+    /// The wire line for `delivery`, by reference: the event's own line, or a transition's line
+    /// (built on first use; the dispatcher builds it before it queues the first such delivery, so
+    /// watchers normally find it built).
+    pub fn line_ref(&self, delivery: Delivery, resource: &ResourceConfig) -> &Bytes {
         match delivery {
-            Delivery::AsIs => {
-                self.line.get_or_init(|| event_line(self.kind.as_str(), &self.object.json)).clone()
-            }
-            Delivery::AsAdded => self.object.added_line(),
-            Delivery::AsDeleted => self
-                .deleted_line
-                .get_or_init(|| {
-                    let prev = self.prev.as_ref().expect("a modification has a previous state");
-                    match prev.restamped(self.revision(), resource) {
-                        Ok(restamped) => event_line("DELETED", &restamped.json),
-                        // The previous state was decoded once already; it decodes again.
-                        Err(_) => event_line("DELETED", &prev.json),
-                    }
-                })
-                .clone(),
+            Delivery::AsIs => &self.line,
+            Delivery::AsAdded => self.object.added_line_ref(),
+            Delivery::AsDeleted => self.deleted_line.get_or_init(|| {
+                let prev = self.prev.as_ref().expect("a modification has a previous state");
+                match prev.restamped(self.revision(), resource) {
+                    Ok(restamped) => event_line("DELETED", &restamped.json),
+                    // The previous state was decoded once already; it decodes again.
+                    Err(_) => event_line("DELETED", &prev.json),
+                }
+            }),
         }
     }
 

@@ -64,7 +64,10 @@ impl Reflector {
             };
             backoff = Duration::from_millis(100);
             loop {
-                match self.watch_from(&mut revision).await {
+                let end = self.watch_from(&mut revision).await;
+                // Wake-ups still held back go out now.
+                self.dispatcher.flush();
+                match end {
                     WatchEnd::Stopped => break 'relist,
                     WatchEnd::Compacted => {
                         tracing::info!(resource = %self.shared.resource.prefix, revision, "watch compacted, relisting");
@@ -163,6 +166,7 @@ impl Reflector {
     }
 
     fn close_all_watchers(&mut self) {
+        self.dispatcher.flush();
         for watcher in self.dispatcher.all() {
             watcher.close();
         }
@@ -178,10 +182,32 @@ impl Reflector {
         };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The one timer of delayed wake-ups (see `dispatcher`, *Coalescing*).
+        let flush_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(flush_timer);
+        let mut flush_armed = false;
+        let mut last_flush =
+            Instant::now().checked_sub(self.config.delivery_linger).unwrap_or_else(Instant::now);
         loop {
+            if self.dispatcher.has_pending() && !flush_armed {
+                let due = last_flush + self.config.delivery_linger;
+                let now = Instant::now();
+                if now >= due || self.dispatcher.pending_events() * 2 >= self.config.watcher_queue {
+                    self.dispatcher.flush();
+                    last_flush = now;
+                } else {
+                    flush_timer.as_mut().reset(due.into());
+                    flush_armed = true;
+                }
+            }
             tokio::select! {
                 biased;
                 () = self.shared.stop.notified() => return WatchEnd::Stopped,
+                () = &mut flush_timer, if flush_armed => {
+                    flush_armed = false;
+                    self.dispatcher.flush();
+                    last_flush = Instant::now();
+                }
                 registration = self.registrations.recv() => match registration {
                     Some(registration) => self.dispatcher.register(registration),
                     None => return WatchEnd::Stopped,

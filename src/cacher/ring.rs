@@ -146,6 +146,17 @@ impl EventRing {
         self.get(self.head()).map(|event| event.received.elapsed())
     }
 
+    /// The event at `seq`, if it is still in the window, behind a guard: no reference count is
+    /// touched, so readers of a hot slot do not contend on its `Arc`. Hold it briefly (arc-swap
+    /// keeps a few fast guards per thread; more fall back to a slower path).
+    pub fn load(&self, seq: u64) -> Option<EventGuard> {
+        let guard = self.slots[(seq & self.mask) as usize].load();
+        match guard.as_deref() {
+            Some(event) if event.seq == seq => Some(EventGuard(guard)),
+            _ => None,
+        }
+    }
+
     /// The event at `seq`, if it is still in the window.
     pub fn get(&self, seq: u64) -> Option<Arc<CachedEvent>> {
         let event = self.slots[(seq & self.mask) as usize].load_full()?;
@@ -204,6 +215,17 @@ impl EventRing {
             }
         }
         Ok(end.max(from))
+    }
+}
+
+/// An event of the ring, read through a guard ([`EventRing::load`]).
+pub struct EventGuard(arc_swap::Guard<Option<Arc<CachedEvent>>>);
+
+impl std::ops::Deref for EventGuard {
+    type Target = CachedEvent;
+
+    fn deref(&self) -> &CachedEvent {
+        self.0.as_deref().expect("an event guard holds an event")
     }
 }
 

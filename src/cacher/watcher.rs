@@ -1,22 +1,47 @@
 //! Watchers: one bounded SPSC queue per watch, a catch-up path through the ring, and shedding.
 //!
-//! # Two paths to a watcher
+//! # The states of a watch
 //!
-//! A watcher is *live* or *catching up* (see [`Mode`]).
+//! ```text
+//!  initial events ──▶ positioning ──▶ catching up ◀──────────────▶ live ──▶ ended
+//!  (watch-list only)   (seq_after)    reads the ring   queue full     queue
+//! ```
 //!
-//! - **Live**: the dispatcher pushes the position (ring sequence number) of each event the
-//!   watcher wants, with how to deliver it, into the watcher's bounded queue. The queue holds
-//!   no event, only a `u64`, so a full queue costs a few hundred bytes and no event memory.
-//! - **Catching up**: when the queue is full, the dispatcher switches the watcher to catching up
-//!   and skips it from then on, at O(1) per event. The watcher reads the ring itself from its own
-//!   cursor, filters, and switches back to live once it has read everything.
+//! - **Initial events** (watch-list, or a watch without resourceVersion): ADDED events for the
+//!   matching objects of a snapshot, in batches, then the events after the snapshot's revision.
+//! - **Positioning**: the watch finds the ring position of the first event after its revision,
+//!   or ends with [`WatchItem::Expired`] if those events are gone.
+//! - **Catching up** ([`Mode::CATCHING_UP`]): the watch reads the ring itself from its own
+//!   cursor, filters, and the dispatcher skips it (O(1) per event). Every watch starts here,
+//!   since the dispatcher only learns of it at its next registration sweep.
+//! - **Live** ([`Mode::LIVE`]): the dispatcher pushes the ring position of each event the
+//!   watcher wants, with how to deliver it, into the watcher's bounded queue. The queue holds no
+//!   event, only a `u64`, so a full queue costs a few hundred bytes and no event memory. A full
+//!   queue switches the watcher back to catching up.
+//! - **Ended** ([`Mode::CLOSED`]): the client went away, the watch was shed or timed out, or the
+//!   cache relisted or stopped.
 //!
-//! Switching back is the one delicate step: the watcher stores `LIVE` and then reads the ring up
-//! to its tail, while the reflector appends to the ring (storing `tail`) and then loads the mode.
-//! Each side puts a SeqCst fence between its store and its load, so at least one sees the other's
-//! store: every event is either read from the ring or pushed to the queue, and the watcher drops
-//! any it sees twice (by position). `tests/loom_watcher_protocol.rs` checks this protocol under
-//! every interleaving (and fails without either fence).
+//! Every read reports whether more may be available right now (a batch or scan limit was hit),
+//! and a watch only sleeps when a read found nothing and the re-check after registering its
+//! waker still finds nothing: it never sleeps with unread events.
+//!
+//! # The hand-offs
+//!
+//! **Wake-ups.** The consumer registers its waker ([`AtomicWaker`]) and then re-checks the queue,
+//! the mode and the ring; the dispatcher pushes (or changes the mode) and then wakes. Of the
+//! consumer's "register, load" and the dispatcher's "store, wake", the waker's read-modify-write
+//! operations order one after the other, so either the re-check sees the entry or the wake finds
+//! the waker. Wakes may be deferred by the dispatcher (see `dispatcher`, *Coalescing*) but are
+//! never skipped.
+//!
+//! **Catching up → live.** The watch stores `LIVE` and then loads the ring's tail (`ring_until`),
+//! while the reflector stores the tail and then loads the mode. Each side puts a SeqCst fence
+//! between its store and its load, so at least one sees the other's store: every event below
+//! `ring_until` is read from the ring, every event at or above it is pushed to the queue (the
+//! dispatcher saw `LIVE`), and the watcher drops any it sees twice (by position). The ring part
+//! is read in full, in as many batches as it takes, before any queue entry.
+//! `tests/loom_watcher_protocol.rs` checks this protocol, batch limits and wake-ups included,
+//! under every interleaving (and fails without either fence).
 //!
 //! # Shedding
 //!
@@ -25,13 +50,16 @@
 //! 410 Status before closing the stream, so the client relists. One stalled client therefore
 //! costs one queue and nothing else, and never delays any other watcher.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam::queue::ArrayQueue;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::object::{bookmark_line, CachedEvent, CachedObject, Delivery, ResourceConfig};
 use super::ring::{EventRing, TooOld};
@@ -42,6 +70,13 @@ use crate::storage::Revision;
 
 /// How many lines a watcher hands out at most per batch.
 pub const MAX_BATCH: usize = 256;
+
+/// How many bytes of lines a watcher hands out at most per batch (beyond one line).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// How many ring events a watch examines at most per poll before it yields to other tasks
+/// (a sparse selector can skip many events without producing a line).
+pub const SCAN_BUDGET: usize = 4096;
 
 /// The modes of a watcher (stored in an `AtomicU8`).
 pub(crate) struct Mode;
@@ -99,16 +134,20 @@ impl WatchFilter {
 pub(crate) struct WatcherShared {
     pub(crate) filter: WatchFilter,
     /// Positions of events for this watcher, each `seq << 2 | delivery`. Pushed by the
-    /// dispatcher only, popped by the watch only.
+    /// dispatcher only, popped by the watch only (and emptied by the watch before it goes live).
     queue: ArrayQueue<u64>,
-    /// A [`Mode`]. LIVE → CATCHING_UP by the dispatcher (queue full) or on relist;
-    /// CATCHING_UP → LIVE by the watch; anything → CLOSED by either side when the watch ends.
+    /// A [`Mode`]. LIVE → CATCHING_UP by the dispatcher (queue full); CATCHING_UP → LIVE by the
+    /// watch; anything → CLOSED by either side when the watch ends.
     pub(crate) mode: AtomicU8,
     /// Set (Release) by the dispatcher once the watcher is in its index; the watch reads it
     /// (Acquire) before switching to LIVE, since events dispatched before that would miss it.
     pub(crate) registered: AtomicBool,
-    /// Wakes the watch: new queue entries, a mode change, the cache closing.
-    pub(crate) wake: Notify,
+    /// The consumer's waker: registered by the watch before it re-checks and sleeps; woken by
+    /// the dispatcher after a push or a mode change, by registration, and by `close`.
+    waker: AtomicWaker,
+    /// Whether the watcher is in the dispatcher's list of wake-ups to make. Read and written
+    /// by the dispatcher only (Relaxed).
+    pub(crate) wake_pending: AtomicBool,
 }
 
 fn encode(seq: u64, delivery: Delivery) -> u64 {
@@ -129,6 +168,15 @@ fn decode(item: u64) -> (u64, Delivery) {
     (item >> 2, delivery)
 }
 
+/// What an offer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// The position is in the queue.
+    Queued,
+    /// The queue was full: the watcher now catches up from the ring.
+    Overflowed,
+}
+
 impl WatcherShared {
     pub(crate) fn new(filter: WatchFilter, queue_capacity: usize) -> Self {
         WatcherShared {
@@ -136,27 +184,27 @@ impl WatcherShared {
             queue: ArrayQueue::new(queue_capacity.max(1)),
             mode: AtomicU8::new(Mode::CATCHING_UP),
             registered: AtomicBool::new(false),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
+            wake_pending: AtomicBool::new(false),
         }
     }
 
-    /// Offers an event to the watcher (dispatcher side). Never blocks, never waits.
-    /// Returns `false` if the queue was full and the watcher now catches up.
+    /// Whether the dispatcher should offer events (dispatcher side; after the ring's tail
+    /// store and fence, see the module docs).
     #[inline]
-    pub(crate) fn offer(&self, event: &CachedEvent, delivery: Delivery) -> bool {
-        // The reflector's fence after its tail store orders this load after it; it pairs with
-        // the watch's fence after its switch to LIVE (see the module docs).
-        if self.mode.load(Ordering::Acquire) != Mode::LIVE {
-            return true;
-        }
-        let was_empty = self.queue.is_empty();
+    pub(crate) fn is_live(&self) -> bool {
+        // Acquire: pairs with the watch's AcqRel switch to LIVE, so the queue it emptied before
+        // is seen empty here. The reflector's SeqCst fence after its tail store orders this load
+        // after that store; it pairs with the watch's fence after its switch (module docs).
+        self.mode.load(Ordering::Acquire) == Mode::LIVE
+    }
+
+    /// Queues an event for a live watcher (dispatcher side). Never blocks, never waits, never
+    /// wakes: the dispatcher wakes the watcher after (see [`WatcherShared::wake`]).
+    #[inline]
+    pub(crate) fn offer(&self, event: &CachedEvent, delivery: Delivery) -> Offered {
         match self.queue.push(encode(event.seq, delivery)) {
-            Ok(()) => {
-                if was_empty {
-                    self.wake.notify_one();
-                }
-                true
-            }
+            Ok(()) => Offered::Queued,
             Err(_) => {
                 // AcqRel: releases the queue entries pushed before it to the watch's Acquire
                 // mode loads; fails harmlessly if the watch closed meanwhile.
@@ -166,10 +214,14 @@ impl WatcherShared {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
-                self.wake.notify_one();
-                false
+                Offered::Overflowed
             }
         }
+    }
+
+    /// Wakes the watch if it sleeps (after a push, a mode change or the registration).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
     }
 
     /// Pops every queued entry; returns how many (benches only).
@@ -186,9 +238,10 @@ impl WatcherShared {
     }
 
     pub(crate) fn close(&self) {
-        // Release: the dispatcher's sweep (Relaxed) only needs to see it eventually.
+        // Release: the dispatcher's sweep (Relaxed) only needs to see it eventually; the wake's
+        // read-modify-write orders it before the watch's re-check.
         self.mode.store(Mode::CLOSED, Ordering::Release);
-        self.wake.notify_one();
+        self.waker.wake();
     }
 }
 
@@ -202,10 +255,82 @@ pub enum WatchItem {
     Expired(TooOld),
 }
 
+/// What [`CacheWatch::poll_fill`] produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// One or more lines were added to the sink.
+    Lines,
+    /// The watch fell behind the cache's history: send an ERROR event with a 410 Status and
+    /// end the stream (any lines already in the sink go first).
+    Expired(TooOld),
+}
+
+/// Where a watch puts its lines.
+pub trait LineSink {
+    /// Appends one newline-terminated line.
+    fn put(&mut self, line: &Bytes);
+    /// How many lines and bytes it holds.
+    fn size(&self) -> (usize, usize);
+    /// Drops everything after the first `lines` lines and `bytes` bytes (a previous `size`).
+    fn truncate(&mut self, size: (usize, usize));
+}
+
+impl LineSink for Vec<Bytes> {
+    fn put(&mut self, line: &Bytes) {
+        self.push(line.clone());
+    }
+
+    fn size(&self) -> (usize, usize) {
+        (self.len(), self.iter().map(Bytes::len).sum())
+    }
+
+    fn truncate(&mut self, (lines, _): (usize, usize)) {
+        Vec::truncate(self, lines);
+    }
+}
+
+/// Lines copied into one buffer, to be written in one go: the buffer is reused from batch to
+/// batch (once the previous batch's bytes are written and dropped, `reserve` takes the
+/// allocation back), so a steady watch allocates nothing per batch.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    /// The bytes of the lines.
+    pub bytes: BytesMut,
+    /// How many lines.
+    pub lines: usize,
+}
+
+impl LineBuffer {
+    /// Takes the lines out as one chunk.
+    pub fn take(&mut self) -> Bytes {
+        self.lines = 0;
+        self.bytes.split().freeze()
+    }
+}
+
+impl LineSink for LineBuffer {
+    fn put(&mut self, line: &Bytes) {
+        self.bytes.extend_from_slice(line);
+        self.lines += 1;
+    }
+
+    fn size(&self) -> (usize, usize) {
+        (self.lines, self.bytes.len())
+    }
+
+    fn truncate(&mut self, (lines, bytes): (usize, usize)) {
+        self.bytes.truncate(bytes);
+        self.lines = lines;
+    }
+}
+
 /// Why a watch stops reading.
 enum Stop {
     TooOld(TooOld),
+    /// The cache relisted under the watch: end it cleanly.
     Reset,
+    /// The watch or its cache was closed.
+    Closed,
 }
 
 impl From<TooOld> for Stop {
@@ -227,7 +352,7 @@ pub(crate) enum Start {
 /// One watch on a [`super::Cacher`]: a stream of [`WatchItem`]s.
 ///
 /// The watch is driven by its consumer (the HTTP response that writes it): nothing runs for it
-/// between calls to [`CacheWatch::next`]. Dropping it ends the watch.
+/// between polls. Dropping it ends the watch.
 pub struct CacheWatch {
     shared: Arc<WatcherShared>,
     cacher: Arc<CacherShared>,
@@ -235,14 +360,19 @@ pub struct CacheWatch {
     resource: Arc<ResourceConfig>,
     /// The revision everything up to which has been delivered (or skipped as not wanted).
     cursor: Revision,
-    /// The ring position to read next; `None` until the initial events are out.
+    /// The ring position to read next; `None` until positioned.
     next_seq: Option<u64>,
+    /// While live: the ring must be read up to here (the tail seen right after switching to
+    /// live) before any queue entry is taken.
+    ring_until: u64,
     /// The ring's epoch when the watch positioned itself; a reset since ends the watch.
     epoch: u64,
     /// Whether the watch has been live once (later switches to live are catch-ups).
     was_live: bool,
     initial: Option<InitialEvents>,
-    bookmarks: Option<tokio::time::Interval>,
+    bookmarks: Option<Bookmarks>,
+    /// A shed found after lines were already in the sink: handed out by the next poll.
+    expired: Option<TooOld>,
     ended: bool,
 }
 
@@ -251,6 +381,12 @@ struct InitialEvents {
     prefix: String,
     after: Option<Arc<str>>,
     initial_events_end: bool,
+}
+
+/// The bookmark timer: one per watch, reset once per bookmark.
+struct Bookmarks {
+    period: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl CacheWatch {
@@ -272,11 +408,8 @@ impl CacheWatch {
             }
             Start::After(revision) => (revision, None),
         };
-        let bookmarks = bookmark_interval.map(|period| {
-            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
+        let bookmarks =
+            bookmark_interval.map(|period| Bookmarks { period, timer: Box::pin(tokio::time::sleep(period)) });
         CacheWatch {
             shared,
             cacher,
@@ -284,10 +417,12 @@ impl CacheWatch {
             resource,
             cursor,
             next_seq: None,
+            ring_until: 0,
             epoch: 0,
             was_live: false,
             initial,
             bookmarks,
+            expired: None,
             ended: false,
         }
     }
@@ -300,54 +435,89 @@ impl CacheWatch {
     /// The next lines to write; `None` once the watch has ended (the cache closed, or after
     /// [`WatchItem::Expired`]).
     pub async fn next(&mut self) -> Option<WatchItem> {
+        let mut lines = Vec::new();
+        let filled = std::future::poll_fn(|cx| self.poll_fill(cx, &mut lines)).await?;
+        Some(match filled {
+            Filled::Lines => WatchItem::Lines(lines),
+            Filled::Expired(too_old) => WatchItem::Expired(too_old),
+        })
+    }
+
+    /// Adds to `sink` the lines available now, up to a batch: `Ready(Some(Filled::Lines))` once
+    /// it added some; `Pending` (the waker registered) only when nothing is available;
+    /// `Ready(None)` once the watch has ended.
+    pub fn poll_fill<S: LineSink>(&mut self, cx: &mut Context<'_>, sink: &mut S) -> Poll<Option<Filled>> {
+        let mut budget = SCAN_BUDGET;
         loop {
+            if let Some(too_old) = self.expired.take() {
+                self.end();
+                return Poll::Ready(Some(Filled::Expired(too_old)));
+            }
             if self.ended {
-                return None;
+                return Poll::Ready(None);
             }
-            if let Some(lines) = self.initial_batch() {
-                return Some(WatchItem::Lines(lines));
+            if self.initial.is_some() {
+                if self.initial_batch(sink) {
+                    return Poll::Ready(Some(Filled::Lines));
+                }
+                continue;
             }
-            let mut lines = Vec::new();
-            match self.collect(&mut lines) {
-                Ok(()) => {}
+            let before = sink.size();
+            match self.collect(sink, &mut budget) {
+                Ok(more) => {
+                    if sink.size().0 > before.0 {
+                        return Poll::Ready(Some(Filled::Lines));
+                    }
+                    if more {
+                        if budget == 0 {
+                            // Examined a whole budget of events without a line: let other tasks
+                            // run, and come back at once.
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        continue;
+                    }
+                }
                 Err(Stop::TooOld(too_old)) => {
                     self.cacher.counters.shed.fetch_add(1, Ordering::Relaxed);
+                    if sink.size().0 > before.0 {
+                        self.expired = Some(too_old);
+                        return Poll::Ready(Some(Filled::Lines));
+                    }
                     self.end();
-                    return Some(WatchItem::Expired(too_old));
+                    return Poll::Ready(Some(Filled::Expired(too_old)));
                 }
-                Err(Stop::Reset) => {
-                    // The cache relisted under this watch: end it cleanly; the client re-watches
-                    // from the revision it has.
+                Err(Stop::Reset | Stop::Closed) => {
+                    // A relist under the watch, or the end of the cache: end cleanly; the
+                    // client re-watches from the revision it has.
+                    sink.truncate(before);
                     self.end();
-                    return None;
+                    return Poll::Ready(None);
                 }
             }
-            if !lines.is_empty() {
-                return Some(WatchItem::Lines(lines));
+            // Nothing now. Register, then look again: a push (or mode change) made before the
+            // registration is seen by this re-check, one made after wakes the waker.
+            self.shared.waker.register(cx.waker());
+            if self.has_work() {
+                continue;
             }
-            if self.shared.is_closed() || self.cacher.is_closed() {
-                self.end();
-                return None;
-            }
-            // Nothing to send: wait for the dispatcher, a bookmark tick, or the end.
-            let wake = self.shared.wake.notified();
-            match &mut self.bookmarks {
-                Some(bookmarks) => {
-                    tokio::select! {
-                        () = wake => {}
-                        _ = bookmarks.tick() => {
-                            match self.bookmark() {
-                                Ok(line) => return Some(WatchItem::Lines(vec![line])),
-                                Err(too_old) => {
-                                    self.end();
-                                    return Some(WatchItem::Expired(too_old));
-                                }
-                            }
+            if let Some(bookmarks) = &mut self.bookmarks {
+                if bookmarks.timer.as_mut().poll(cx).is_ready() {
+                    let deadline = tokio::time::Instant::now() + bookmarks.period;
+                    bookmarks.timer.as_mut().reset(deadline);
+                    match self.bookmark() {
+                        Ok(line) => {
+                            sink.put(&line);
+                            return Poll::Ready(Some(Filled::Lines));
+                        }
+                        Err(too_old) => {
+                            self.end();
+                            return Poll::Ready(Some(Filled::Expired(too_old)));
                         }
                     }
                 }
-                None => wake.await,
             }
+            return Poll::Pending;
         }
     }
 
@@ -356,45 +526,64 @@ impl CacheWatch {
         self.shared.close();
     }
 
-    /// Hands out the next batch of initial ADDED events (and the closing bookmark).
-    fn initial_batch(&mut self) -> Option<Vec<Bytes>> {
-        let initial = self.initial.as_mut()?;
-        let mut lines = Vec::new();
+    /// Whether a read now could find something (the re-check before sleeping).
+    fn has_work(&self) -> bool {
+        if self.cacher.is_closed() {
+            return true;
+        }
+        let Some(next_seq) = self.next_seq else { return true };
+        match self.shared.mode.load(Ordering::Acquire) {
+            Mode::LIVE => next_seq < self.ring_until || !self.shared.queue.is_empty(),
+            Mode::CATCHING_UP => {
+                self.shared.registered.load(Ordering::Acquire) || next_seq < self.ring.tail()
+            }
+            _ => true,
+        }
+    }
+
+    /// Adds the next batch of initial ADDED events (and the closing bookmark) to `sink`;
+    /// whether it added any.
+    fn initial_batch<S: LineSink>(&mut self, sink: &mut S) -> bool {
+        let Some(initial) = self.initial.as_mut() else { return false };
+        let (start, _) = sink.size();
         let mut last = None;
+        let mut full = false;
         for object in initial.snapshot.range(&initial.prefix, initial.after.as_deref()) {
-            if lines.len() == MAX_BATCH {
+            if sink.size().0 - start == MAX_BATCH {
+                full = true;
                 break;
             }
             last = Some(Arc::clone(&object.key));
             if self.shared.filter.matches(object) {
-                lines.push(object.added_line());
+                sink.put(object.added_line_ref());
             }
         }
-        if lines.len() == MAX_BATCH {
+        if full {
             initial.after = last;
-            return Some(lines);
+            return true;
         }
         if initial.initial_events_end {
-            lines.push(bookmark_line(&self.resource, initial.snapshot.revision, true));
+            sink.put(&bookmark_line(&self.resource, initial.snapshot.revision, true));
         }
         self.initial = None;
-        if lines.is_empty() {
-            None
-        } else {
-            Some(lines)
-        }
+        sink.size().0 > start
     }
 
-    /// Appends the lines available now, from the ring or the queue, per the watcher's mode.
-    fn collect(&mut self, lines: &mut Vec<Bytes>) -> Result<(), Stop> {
+    /// Adds the lines available now to `sink`, from the ring or the queue per the watcher's
+    /// mode; whether more may be available right away (a limit was hit, or the mode changed).
+    fn collect<S: LineSink>(&mut self, sink: &mut S, budget: &mut usize) -> Result<bool, Stop> {
+        if self.cacher.is_closed() {
+            return Err(Stop::Closed);
+        }
         if self.next_seq.is_none() {
             self.epoch = self.ring.epoch();
             self.next_seq = Some(self.ring.seq_after(self.cursor)?);
         }
         self.check_epoch()?;
-        self.collect_positioned(lines)?;
+        let more = self.collect_positioned(sink, budget)?;
         // Whatever was read must come from this epoch too.
-        self.check_epoch()
+        self.check_epoch()?;
+        Ok(more)
     }
 
     fn check_epoch(&self) -> Result<(), Stop> {
@@ -405,23 +594,35 @@ impl CacheWatch {
         }
     }
 
-    fn collect_positioned(&mut self, lines: &mut Vec<Bytes>) -> Result<(), TooOld> {
+    fn collect_positioned<S: LineSink>(&mut self, sink: &mut S, budget: &mut usize) -> Result<bool, Stop> {
+        *budget = budget.saturating_sub(1);
         // Acquire: pairs with the dispatcher's compare-exchange to CATCHING_UP, made after the
         // queue push that failed, so the entries queued before it are seen here.
-        if self.shared.mode.load(Ordering::Acquire) == Mode::LIVE {
-            self.drain_queue(lines)?;
-            if self.shared.mode.load(Ordering::Acquire) == Mode::LIVE || lines.len() >= MAX_BATCH {
-                return Ok(());
+        match self.shared.mode.load(Ordering::Acquire) {
+            Mode::LIVE => {
+                if self.next_seq.expect("positioned") < self.ring_until {
+                    let until = self.ring_until;
+                    if !self.read_ring(sink, budget, Some(until))? {
+                        return Ok(true);
+                    }
+                }
+                self.drain_queue(sink)?;
+                Ok(full(sink) && !self.shared.queue.is_empty()
+                    || self.shared.mode.load(Ordering::Acquire) != Mode::LIVE)
             }
-        }
-        if self.shared.mode.load(Ordering::Acquire) == Mode::CATCHING_UP {
-            let caught_up = self.read_ring(lines)?;
-            if caught_up && self.shared.registered.load(Ordering::Acquire) {
+            Mode::CATCHING_UP => {
+                if !self.read_ring(sink, budget, None)? {
+                    return Ok(true);
+                }
+                if !self.shared.registered.load(Ordering::Acquire) {
+                    // The registration wakes the watch.
+                    return Ok(false);
+                }
                 // Whatever is still queued was read from the ring just now; the dispatcher does
                 // not push while the watcher catches up, so the queue can be emptied safely.
                 while self.shared.queue.pop().is_some() {}
-                // Back to the queue; then read the ring once more for what was appended before
-                // the dispatcher could see the switch (duplicates are dropped by position).
+                // Back to the queue; then read the ring up to the tail seen after the switch,
+                // for what was appended before the dispatcher could see it.
                 // AcqRel; the fence below orders it before the ring's tail load.
                 if self
                     .shared
@@ -435,49 +636,59 @@ impl CacheWatch {
                     self.was_live = true;
                     // Pairs with the reflector's fence between its tail store and mode loads.
                     fence(Ordering::SeqCst);
-                    self.read_ring(lines)?;
+                    self.ring_until = self.ring.tail();
                 }
+                Ok(true)
             }
+            _ => Err(Stop::Closed),
         }
-        Ok(())
     }
 
-    /// Reads the ring from the cursor, up to a batch; returns whether it reached the tail.
-    fn read_ring(&mut self, lines: &mut Vec<Bytes>) -> Result<bool, TooOld> {
-        let from = self.next_seq.expect("positioned");
-        // The revision is loaded before the tail (inside `read`): every event up to it lies
-        // below that tail.
+    /// Reads the ring from the cursor up to `until` (the tail when `None`), within the batch and
+    /// scan limits; returns whether it got there.
+    fn read_ring<S: LineSink>(
+        &mut self,
+        sink: &mut S,
+        budget: &mut usize,
+        until: Option<u64>,
+    ) -> Result<bool, TooOld> {
+        let mut seq = self.next_seq.expect("positioned");
+        // The revision is loaded before the tail: every event up to it lies below that tail.
         let complete = self.ring.revision();
-        let mut events = Vec::new();
-        let room = MAX_BATCH.saturating_sub(lines.len()).max(1);
-        let next = self.ring.read(from, room, self.cursor, &mut events)?;
-        for event in &events {
-            if let Some(delivery) = self.shared.filter.delivery(event) {
-                lines.push(event.line(delivery, &self.resource));
+        let tail = self.ring.tail();
+        let end = until.map_or(tail, |until| until.min(tail));
+        while seq < end && *budget > 0 && !full(sink) {
+            let Some(event) = self.ring.load(seq) else {
+                self.next_seq = Some(seq);
+                return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
+            };
+            if let Some(delivery) = self.shared.filter.delivery(&event) {
+                sink.put(event.line_ref(delivery, &self.resource));
             }
             self.cursor = event.revision();
+            *budget -= 1;
+            seq += 1;
         }
-        self.next_seq = Some(next);
-        let caught_up = next == self.ring.tail();
-        if caught_up {
+        self.next_seq = Some(seq);
+        let reached = seq == end;
+        if reached && until.is_none() {
             self.cursor = self.cursor.max(complete);
         }
-        Ok(caught_up)
+        Ok(reached)
     }
 
     /// Pops what the dispatcher queued, up to a batch.
-    fn drain_queue(&mut self, lines: &mut Vec<Bytes>) -> Result<(), TooOld> {
-        while lines.len() < MAX_BATCH {
+    fn drain_queue<S: LineSink>(&mut self, sink: &mut S) -> Result<(), TooOld> {
+        while !full(sink) {
             let Some(item) = self.shared.queue.pop() else { break };
             let (seq, delivery) = decode(item);
-            let next_seq = self.next_seq.expect("positioned");
-            if seq < next_seq {
+            if seq < self.next_seq.expect("positioned") {
                 continue; // Already read from the ring.
             }
-            let Some(event) = self.ring.get(seq) else {
+            let Some(event) = self.ring.load(seq) else {
                 return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
             };
-            lines.push(event.line(delivery, &self.resource));
+            sink.put(event.line_ref(delivery, &self.resource));
             self.cursor = event.revision();
             self.next_seq = Some(seq + 1);
         }
@@ -491,18 +702,35 @@ impl CacheWatch {
         if let (Some(from), None) = (self.next_seq, &self.initial) {
             let complete = self.ring.revision();
             let tail = self.ring.tail();
-            let mut events = Vec::new();
-            let next = self.ring.read(from, (tail - from) as usize, self.cursor, &mut events)?;
-            if !events.iter().any(|event| self.shared.filter.delivery(event).is_some()) {
-                self.cursor = self.cursor.max(complete);
-                if let Some(last) = events.last() {
-                    self.cursor = self.cursor.max(last.revision());
+            let mut pending = false;
+            let mut last = None;
+            for seq in from..tail {
+                let Some(event) = self.ring.load(seq) else {
+                    return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
+                };
+                if self.shared.filter.delivery(&event).is_some() {
+                    pending = true;
+                    break;
                 }
-                self.next_seq = Some(next);
+                last = Some(event.revision());
+            }
+            if !pending {
+                self.cursor = self.cursor.max(complete);
+                if let Some(last) = last {
+                    self.cursor = self.cursor.max(last);
+                }
+                self.next_seq = Some(tail);
+                self.ring_until = self.ring_until.min(tail);
             }
         }
         Ok(bookmark_line(&self.resource, self.cursor, false))
     }
+}
+
+/// Whether a batch is full.
+fn full<S: LineSink>(sink: &S) -> bool {
+    let (lines, bytes) = sink.size();
+    lines >= MAX_BATCH || bytes >= MAX_BATCH_BYTES
 }
 
 impl Drop for CacheWatch {
