@@ -1,224 +1,244 @@
-//! Whole-system scenario: watch fan-out. W clients watch the ConfigMaps of a namespace while a
-//! writer updates them at a steady rate; every (event, watcher) delivery's latency is measured
-//! from the moment the write was sent, and the CPU time etcd (and watchcache) spend is read from
-//! /proc. Side by side:
+//! Whole-system scenario: watch fan-out, `cargo bench --bench fanout`.
 //!
-//! - `watchcache`: the W watches go to the real `watchcache` binary over HTTP/2 (a few
-//!   connections, many streams each); watchcache holds one etcd watch.
-//! - `etcd direct`: the W watches go to etcd itself (etcd-client, a few clients), as if every
-//!   client watched etcd.
+//! W watchers watch one namespace's ConfigMaps, each on its own HTTP/1.1 connection (as 1,000
+//! kubelets would), from the resourceVersion of a create. One writer PATCHes a ~1 KiB ConfigMap
+//! through the API at R writes/s for N writes: closed loop (one write in flight; it waits for each
+//! acknowledgement) paced to the schedule of R/s. Every write carries a sequence number; every
+//! (watcher, write) receipt is checked for gaps, duplicates and order. The server's CPU time
+//! (utime + stime from /proc/<pid>/stat) is read before the first timed write and after the last
+//! delivery.
 //!
-//! Run: `cargo bench --bench fanout` (FANOUT_WATCHERS, FANOUT_EVENTS, FANOUT_RATE to change the
-//! defaults of 1,000 watchers, 200 events, 100 writes/s).
+//! Per peer it reports server CPU per delivered (watcher, event) pair (user and sys apart), the
+//! write rate reached, p50/p99/p999 of write-ack → receive (receive time minus the moment the
+//! writer got that write's acknowledgement, both on this process's monotonic clock), and
+//! deliveries against the expected count with missing, duplicate and out-of-order receipts.
+//!
+//! Peers (`FANOUT_PEERS`, comma-separated; all by default), run one after the other:
+//!
+//! - `watchcache-embedded`: the `watchcache` binary (`WATCHCACHE_BIN`, default the one cargo
+//!   built) on its embedded store;
+//! - `watchcache-embedded-baseline`: the same with `FANOUT_BASELINE_BIN` (added by default when
+//!   that is set), to compare a build of an older commit in the same run;
+//! - `watchcache-embedded-h2`: the W watches as HTTP/2 streams on `FANOUT_H2_CONNECTIONS`
+//!   connections (default 10);
+//! - `watchcache-etcd`: watchcache in front of an etcd 3.4 the scenario starts;
+//! - `floor`, `floor-uncoalesced`: the bare fan-out floor (see `fanout/floor.rs`), a separate
+//!   process; queued events go out in one write per socket, or one write per event;
+//! - `etcd`: etcd watched directly (etcd-client, 100 watches per connection), writes put
+//!   straight into etcd;
+//! - `grpc-proxy`: the same watches through `etcd grpc-proxy`, writes into etcd.
+//!
+//! Sizes: `FANOUT_WATCHERS` (1,000), `FANOUT_RATE` (500 writes/s), `FANOUT_WRITES` (5,000).
+//! Without `--bench` in its arguments (`cargo test --benches`) it runs a tiny size on
+//! `watchcache-embedded` and `floor` only, and fails unless every write reached every watcher.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "fanout/floor.rs"]
+mod floor;
+#[path = "fanout/object.rs"]
+mod object;
+#[path = "fanout/procs.rs"]
+mod procs;
+#[path = "fanout/report.rs"]
+mod report;
+#[path = "fanout/run.rs"]
+mod run;
+#[path = "fanout/watch.rs"]
+mod watch;
+#[path = "fanout/write.rs"]
+mod write;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use bytes::Bytes;
-use etcd_client::{Client, WatchOptions};
-use serde_json::json;
+use run::{Kind, Peer};
 
-const CONNECTIONS: usize = 8;
+/// etcd watches per client connection (the `etcd` and `grpc-proxy` peers).
+pub const ETCD_WATCHES_PER_CONNECTION: usize = 100;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+/// HTTP/2 streams a hyper server allows on one connection (its default
+/// SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const H2_STREAMS_PER_CONNECTION: usize = 200;
+
+/// Every peer, in the order they run.
+const ALL_PEERS: &[&str] = &[
+    "watchcache-embedded",
+    "watchcache-embedded-h2",
+    "watchcache-etcd",
+    "floor",
+    "floor-uncoalesced",
+    "etcd",
+    "grpc-proxy",
+];
+
+pub struct Config {
+    pub watchers: usize,
+    pub rate: f64,
+    pub writes: u32,
+    pub h2_connections: usize,
+    pub quick: bool,
+    pub peers: Vec<Peer>,
 }
 
-fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().replace('_', "").parse().map_err(|_| format!("{name}={value:?} is not a number"))
+        }
+        _ => Ok(default),
+    }
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
+fn peer(name: &str, binary: &Path, baseline: Option<&Path>) -> Result<Peer, String> {
+    let (base, binary) = match name.strip_suffix("-baseline") {
+        Some(base) => {
+            let baseline = baseline
+                .ok_or_else(|| format!("peer {name} needs FANOUT_BASELINE_BIN (a watchcache binary)"))?;
+            (base, baseline.to_path_buf())
+        }
+        None => (name, binary.to_path_buf()),
+    };
+    let kind = match base {
+        "watchcache-embedded" => Kind::Watchcache { binary, etcd: false, http2: false },
+        "watchcache-embedded-h2" => Kind::Watchcache { binary, etcd: false, http2: true },
+        "watchcache-etcd" => Kind::Watchcache { binary, etcd: true, http2: false },
+        "floor" if base == name => Kind::Floor { coalesce: true },
+        "floor-uncoalesced" if base == name => Kind::Floor { coalesce: false },
+        "etcd" if base == name => Kind::Etcd { proxy: false },
+        "grpc-proxy" if base == name => Kind::Etcd { proxy: true },
+        _ => return Err(format!("unknown peer {name:?}; peers: {}", ALL_PEERS.join(", "))),
+    };
+    let name = match name.strip_suffix("-baseline") {
+        Some(base) => format!("{base} (baseline)"),
+        None => name.to_owned(),
+    };
+    Ok(Peer { name, kind })
 }
 
-fn configmap(index: usize, sent: u128) -> Bytes {
-    let object = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": format!("cm-{}", index % 50), "namespace": "default", "uid": format!("uid-{}", index % 50)},
-        "data": {"sent": sent.to_string(), "payload": "x".repeat(700)},
-    });
-    Bytes::from(serde_json::to_vec(&object).unwrap())
-}
-
-struct Report {
-    name: &'static str,
-    samples: Vec<u128>,
-    expected: usize,
-    etcd_cpu: f64,
-    server_cpu: Option<f64>,
-}
-
-impl Report {
-    fn print(&mut self) {
-        self.samples.sort_unstable();
-        let percentile = |p: f64| {
-            if self.samples.is_empty() {
-                return f64::NAN;
-            }
-            let index = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
-            self.samples[index] as f64 / 1e6
-        };
-        println!(
-            "{:<12} deliveries {:>7}/{:<7} latency ms p50 {:>7.2} p90 {:>7.2} p99 {:>7.2} max {:>8.2}   etcd cpu {:>5.2} s{}",
-            self.name,
-            self.samples.len(),
-            self.expected,
-            percentile(0.50),
-            percentile(0.90),
-            percentile(0.99),
-            percentile(1.0),
-            self.etcd_cpu,
-            self.server_cpu.map(|cpu| format!("   watchcache cpu {cpu:.2} s")).unwrap_or_default(),
+fn config(quick: bool) -> Result<Config, String> {
+    let binary = std::env::var_os("WATCHCACHE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_watchcache")));
+    let baseline = std::env::var_os("FANOUT_BASELINE_BIN").filter(|bin| !bin.is_empty()).map(PathBuf::from);
+    if quick {
+        // `cargo test --benches`: seconds, no etcd, whatever the environment says.
+        let peers = ["watchcache-embedded", "floor"]
+            .iter()
+            .map(|name| peer(name, &binary, None))
+            .collect::<Result<_, _>>()?;
+        return Ok(Config { watchers: 20, rate: 500.0, writes: 20, h2_connections: 2, quick, peers });
+    }
+    let mut names: Vec<String> = match std::env::var("FANOUT_PEERS") {
+        Ok(list) if !list.trim().is_empty() => {
+            list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect()
+        }
+        _ => ALL_PEERS.iter().map(|name| (*name).to_owned()).collect(),
+    };
+    if baseline.is_some() && !names.iter().any(|name| name.ends_with("-baseline")) {
+        let at = names.iter().position(|name| name == "watchcache-embedded").map_or(0, |at| at + 1);
+        names.insert(at, "watchcache-embedded-baseline".into());
+    }
+    let peers =
+        names.iter().map(|name| peer(name, &binary, baseline.as_deref())).collect::<Result<_, _>>()?;
+    let config = Config {
+        watchers: env_number("FANOUT_WATCHERS", 1_000)?,
+        rate: env_number("FANOUT_RATE", 500.0)?,
+        writes: env_number("FANOUT_WRITES", 5_000)?,
+        h2_connections: env_number("FANOUT_H2_CONNECTIONS", 10)?,
+        quick,
+        peers,
+    };
+    if config.watchers == 0 || config.writes == 0 || config.rate <= 0.0 || config.h2_connections == 0 {
+        return Err(
+            "FANOUT_WATCHERS, FANOUT_WRITES, FANOUT_RATE and FANOUT_H2_CONNECTIONS must be > 0".into()
         );
     }
+    Ok(config)
 }
 
-/// Writes `events` updates at `rate` per second straight into etcd.
-async fn write(urls: &[String], events: usize, rate: usize) {
-    let mut client = Client::connect(urls, None).await.unwrap();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = Instant::now();
-    for index in 0..events {
-        let due = start + interval * index as u32;
-        tokio::time::sleep_until(due.into()).await;
-        client
-            .put(
-                format!("/registry/configmaps/default/cm-{}", index % 50),
-                configmap(index, now_nanos()).to_vec(),
-                None,
-            )
-            .await
-            .unwrap();
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(floor::FLAG) {
+        return floor::main(&args[2..]);
     }
-}
-
-fn sent_of(object: &serde_json::Value) -> Option<u128> {
-    object["data"]["sent"].as_str().and_then(|sent| sent.parse().ok())
-}
-
-async fn through_watchcache(
-    urls: &[String],
-    etcd_pid: u32,
-    watchers: usize,
-    events: usize,
-    rate: usize,
-) -> Report {
-    let server = common::ServerProcess::start(&["--etcd-endpoints", &urls[0]]);
-    let server_pid = server.child.id();
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(watchers * events)));
-    let clients: Vec<Arc<common::Http>> =
-        (0..CONNECTIONS).map(|_| Arc::new(common::Http::new(&server.address, true))).collect();
-    let revision = clients[0].get("/api/v1/namespaces/default/configmaps").await.json()["metadata"]
-        ["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut tasks = Vec::new();
-    for index in 0..watchers {
-        let http = Arc::clone(&clients[index % CONNECTIONS]);
-        let samples = Arc::clone(&samples);
-        let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={revision}");
-        let mut watch = http.watch(&path).await;
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(events);
-            while mine.len() < events {
-                let Some(event) = watch.next_event().await else { break };
-                if let Some(sent) = sent_of(&event["object"]) {
-                    mine.push(now_nanos().saturating_sub(sent));
-                }
-            }
-            samples.lock().unwrap().extend(mine);
-        }));
-    }
-    let (etcd_before, server_before) = (cpu_seconds(etcd_pid), cpu_seconds(server_pid));
-    write(urls, events, rate).await;
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-    }
-    let samples = std::mem::take(&mut *samples.lock().unwrap());
-    Report {
-        name: "watchcache",
-        samples,
-        expected: watchers * events,
-        etcd_cpu: cpu_seconds(etcd_pid) - etcd_before,
-        server_cpu: Some(cpu_seconds(server_pid) - server_before),
-    }
-}
-
-async fn etcd_direct(urls: &[String], etcd_pid: u32, watchers: usize, events: usize, rate: usize) -> Report {
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(watchers * events)));
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        clients.push(Client::connect(urls, None).await.unwrap());
-    }
-    let mut tasks = Vec::new();
-    for index in 0..watchers {
-        let mut client = clients[index % CONNECTIONS].clone();
-        let samples = Arc::clone(&samples);
-        let mut stream = client
-            .watch("/registry/configmaps/default/", Some(WatchOptions::new().with_prefix()))
-            .await
-            .unwrap();
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(events);
-            while mine.len() < events {
-                let Ok(Some(response)) = stream.message().await else { break };
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let object: serde_json::Value = serde_json::from_slice(kv.value()).unwrap_or_default();
-                    if let Some(sent) = sent_of(&object) {
-                        mine.push(now_nanos().saturating_sub(sent));
-                    }
-                }
-            }
-            samples.lock().unwrap().extend(mine);
-        }));
-    }
-    let etcd_before = cpu_seconds(etcd_pid);
-    write(urls, events, rate).await;
-    for task in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-    }
-    let samples = std::mem::take(&mut *samples.lock().unwrap());
-    Report {
-        name: "etcd direct",
-        samples,
-        expected: watchers * events,
-        etcd_cpu: cpu_seconds(etcd_pid) - etcd_before,
-        server_cpu: None,
-    }
-}
-
-fn main() {
-    // `cargo test --benches` runs benches once in test mode: keep that quick.
-    let quick = std::env::args().any(|arg| arg == "--test");
-    let watchers = env("FANOUT_WATCHERS", if quick { 20 } else { 1_000 });
-    let events = env("FANOUT_EVENTS", if quick { 10 } else { 200 });
-    let rate = env("FANOUT_RATE", 100);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let cluster = common::EtcdCluster::start(1);
-    let urls = cluster.client_urls();
-    let etcd_pid = cluster.pids()[0];
-    println!("watch fan-out: {watchers} watchers, {events} updates at {rate}/s, 1 KiB ConfigMaps, etcd 3.4 (1 member)");
-    runtime.block_on(async {
-        // Every object exists before the watches start.
-        let mut client = Client::connect(&urls, None).await.unwrap();
-        for index in 0..50 {
-            client
-                .put(format!("/registry/configmaps/default/cm-{index}"), configmap(index, 0).to_vec(), None)
-                .await
-                .unwrap();
+    // `cargo bench` passes --bench; `cargo test --benches` does not.
+    let quick = args.iter().any(|arg| arg == "--test") || !args.iter().any(|arg| arg == "--bench");
+    let mut config = match config(quick) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("fanout: {error}");
+            return ExitCode::from(2);
         }
-        through_watchcache(&urls, etcd_pid, watchers, events, rate).await.print();
-        etcd_direct(&urls, etcd_pid, watchers, events, rate).await.print();
-    });
+    };
+
+    // One socket per watcher here, and one in the server (children inherit the limit).
+    let (soft, hard) = procs::raise_nofile();
+    let needed = config.watchers as libc::rlim_t + 256;
+    if soft < needed {
+        eprintln!(
+            "fanout: RLIMIT_NOFILE is {soft} (hard limit {hard}), too low for {} watchers: each needs a \
+             socket in this process and one in the server, {needed} descriptors in all. Raise the hard \
+             limit (ulimit -Hn {needed}, as root; LimitNOFILE= under systemd) or lower FANOUT_WATCHERS.",
+            config.watchers
+        );
+        return ExitCode::FAILURE;
+    }
+
+    if procs::etcd_binary().is_none() {
+        let skipped: Vec<String> =
+            config.peers.iter().filter(|peer| peer.needs_etcd()).map(|peer| peer.name.clone()).collect();
+        if !skipped.is_empty() {
+            println!(
+                "etcd is not installed (Debian: apt-get install etcd-server): skipping {}",
+                skipped.join(", ")
+            );
+            config.peers.retain(|peer| !peer.needs_etcd());
+        }
+    }
+
+    println!(
+        "watch fan-out: {} watchers, {} writes at {}/s of a ~1 KiB ConfigMap; {} cores; RLIMIT_NOFILE {soft}",
+        config.watchers,
+        config.writes,
+        config.rate,
+        std::thread::available_parallelism().map_or(0, |cores| cores.get()),
+    );
+    let mut rows = Vec::new();
+    for peer in &config.peers {
+        println!("{}:", peer.name);
+        let server_label = match peer.kind {
+            Kind::Watchcache { .. } => "watchcache",
+            Kind::Floor { .. } => "floor",
+            Kind::Etcd { proxy: false } => "etcd",
+            Kind::Etcd { proxy: true } => "grpc-proxy",
+        };
+        let result =
+            run::run(peer, &config).map(|measured| report::analyze(measured, config.writes, config.watchers));
+        let row = report::Row { name: peer.name.clone(), server_label, result };
+        println!("{}", report::summary(&row));
+        rows.push(row);
+    }
+    println!();
+    println!(
+        "watch fan-out: {} watchers, {} writes at {}/s (µs of server CPU per delivered (watcher, event) pair)",
+        config.watchers, config.writes, config.rate
+    );
+    println!();
+    print!("{}", report::table(&rows, config.rate));
+    if config.quick {
+        let incomplete: Vec<&str> = rows
+            .iter()
+            .filter(|row| !row.result.as_ref().is_ok_and(report::Figures::complete))
+            .map(|row| row.name.as_str())
+            .collect();
+        if !incomplete.is_empty() {
+            eprintln!(
+                "fanout: not every write reached every watcher once, in order: {}",
+                incomplete.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

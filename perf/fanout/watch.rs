@@ -1,0 +1,603 @@
+//! The watchers: raw HTTP/1.1 (one TCP connection each), HTTP/2 streams (hyper's client, a few
+//! connections), and etcd watches (etcd-client, 100 per connection). Each records, compactly,
+//! which write it received and when; none fully parses an event: the load generator shares the
+//! machine with the server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// At most this many watchers connect at once (the listen backlog stays short).
+const CONNECTING: usize = 128;
+
+/// What all the watchers (and the writer) of one run share.
+pub struct Shared {
+    /// The clock every timestamp of the run is taken from.
+    pub start: Instant,
+    /// The sequence number of the last write.
+    pub last: u32,
+    /// Watchers that have a stream (200 headers, or etcd's `created`).
+    pub established: AtomicUsize,
+    /// Watchers that received the warm-up write (sequence 0).
+    pub warm: AtomicUsize,
+    /// Watchers that received the last write or failed: they will receive no more.
+    pub finished: AtomicUsize,
+    /// Watchers that failed (error status, ERROR event, stream closed or broken).
+    pub failed: AtomicUsize,
+    /// Receipts of timed writes so far, every watcher together.
+    pub delivered: AtomicU64,
+    /// Bytes of event lines (etcd: of values) received for timed writes.
+    pub bytes: AtomicU64,
+    /// Timed writes acknowledged so far.
+    pub acked: AtomicU32,
+    /// Set when the run is over: streams that end afterwards are not failures.
+    pub stopping: AtomicBool,
+    connecting: Semaphore,
+}
+
+impl Shared {
+    pub fn new(last: u32) -> Shared {
+        Shared {
+            start: Instant::now(),
+            last,
+            established: AtomicUsize::new(0),
+            warm: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            acked: AtomicU32::new(0),
+            stopping: AtomicBool::new(false),
+            connecting: Semaphore::new(CONNECTING),
+        }
+    }
+
+    /// Microseconds since the start of the run.
+    pub fn now_us(&self) -> u32 {
+        self.start.elapsed().as_micros() as u32
+    }
+}
+
+/// What one watcher received.
+#[derive(Default)]
+pub struct Receipts {
+    /// (sequence number, receive time in µs since the start), in the order received.
+    pub events: Vec<(u32, u32)>,
+    /// Why the watcher stopped early, if it did.
+    pub failure: Option<String>,
+    warm: bool,
+    finished: bool,
+}
+
+/// One watcher's receipts; locked once per read, by the watcher only (and at the end, to collect).
+pub type Slot = Arc<Mutex<Receipts>>;
+
+pub fn slots(watchers: usize, writes: u32) -> Vec<Slot> {
+    (0..watchers)
+        .map(|_| {
+            Arc::new(Mutex::new(Receipts {
+                events: Vec::with_capacity(writes as usize + 1),
+                ..Receipts::default()
+            }))
+        })
+        .collect()
+}
+
+/// The cheap scan of one event: its sequence number, found with a precompiled substring search.
+pub struct Scanner {
+    seq: memmem::Finder<'static>,
+    kind: memmem::Finder<'static>,
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner { seq: memmem::Finder::new(b"\"seq\":\""), kind: memmem::Finder::new(b"\"type\":\"") }
+    }
+
+    /// The sequence number in an object's JSON (`"seq":"123"`).
+    fn seq(&self, object: &[u8]) -> Option<u32> {
+        let at = self.seq.find(object)? + 7;
+        let digits = &object[at..];
+        let mut value: u32 = 0;
+        let mut any = false;
+        for &byte in digits {
+            if !byte.is_ascii_digit() {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(u32::from(byte - b'0'))?;
+            any = true;
+        }
+        any.then_some(value)
+    }
+
+    /// The `type` of a watch event line; looked for near the start first, as servers put it first.
+    fn kind<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        let head = &line[..line.len().min(48)];
+        let at = match self.kind.find(head) {
+            Some(at) => at + 8,
+            None => match self.kind.find(line) {
+                Some(at) => at + 8,
+                None => return b"",
+            },
+        };
+        let rest = &line[at..];
+        let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+        &rest[..end]
+    }
+}
+
+/// Records the receipt of the object (or event) carrying sequence number `seq`.
+fn receipt(receipts: &mut Receipts, shared: &Shared, seq: u32, now: u32, size: usize, counted: &mut Counted) {
+    if seq == 0 {
+        if !receipts.warm {
+            receipts.warm = true;
+            shared.warm.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    receipts.events.push((seq, now));
+    counted.events += 1;
+    counted.bytes += size as u64;
+    if seq == shared.last && !receipts.finished {
+        receipts.finished = true;
+        shared.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Receipts of one read, added to the shared counters once.
+#[derive(Default)]
+struct Counted {
+    events: u64,
+    bytes: u64,
+}
+
+impl Counted {
+    fn add_to(&self, shared: &Shared) {
+        if self.events > 0 {
+            shared.delivered.fetch_add(self.events, Ordering::Relaxed);
+            shared.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Marks the watcher failed (once), unless the run is already over.
+fn fail(slot: &Slot, shared: &Shared, reason: String) {
+    if shared.stopping.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut receipts = slot.lock().unwrap();
+    if receipts.failure.is_some() {
+        return;
+    }
+    receipts.failure = Some(reason);
+    shared.failed.fetch_add(1, Ordering::Relaxed);
+    if !receipts.finished {
+        receipts.finished = true;
+        shared.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Handles complete watch event lines: skips BOOKMARKs, fails on ERROR, records the rest.
+struct LineSink<'a> {
+    scanner: &'a Scanner,
+    shared: &'a Shared,
+    now: u32,
+    counted: Counted,
+    error: Option<String>,
+}
+
+impl LineSink<'_> {
+    fn line(&mut self, receipts: &mut Receipts, line: &[u8]) {
+        if line.is_empty() || self.error.is_some() {
+            return;
+        }
+        match self.scanner.kind(line) {
+            b"BOOKMARK" => {}
+            b"ERROR" => {
+                let shown = String::from_utf8_lossy(&line[..line.len().min(300)]).into_owned();
+                self.error = Some(format!("ERROR event: {shown}"));
+            }
+            _ => match self.scanner.seq(line) {
+                Some(seq) => receipt(receipts, self.shared, seq, self.now, line.len() + 1, &mut self.counted),
+                None => {
+                    let shown = String::from_utf8_lossy(&line[..line.len().min(300)]).into_owned();
+                    self.error = Some(format!("event without a sequence number: {shown}"));
+                }
+            },
+        }
+    }
+}
+
+/// Splits a byte stream into lines; copies only a line that spans two reads.
+#[derive(Default)]
+struct Lines {
+    carry: Vec<u8>,
+}
+
+impl Lines {
+    fn feed(&mut self, mut data: &[u8], receipts: &mut Receipts, sink: &mut LineSink<'_>) {
+        if !self.carry.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(end) => {
+                    self.carry.extend_from_slice(&data[..end]);
+                    sink.line(receipts, &self.carry);
+                    self.carry.clear();
+                    data = &data[end + 1..];
+                }
+                None => {
+                    self.carry.extend_from_slice(data);
+                    return;
+                }
+            }
+        }
+        while let Some(end) = memchr::memchr(b'\n', data) {
+            sink.line(receipts, &data[..end]);
+            data = &data[end + 1..];
+        }
+        self.carry.extend_from_slice(data);
+    }
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// In the size line: the size so far; whether an extension (`;...`) started.
+    Size(usize, bool),
+    /// Saw the size line's `\r`.
+    SizeLf(usize),
+    /// This many data bytes remain in the chunk.
+    Data(usize),
+    /// After the data: the `\r\n`.
+    DataCr,
+    DataLf,
+    /// The last (zero-size) chunk came: the response ended.
+    End,
+}
+
+/// Streaming decoder of `Transfer-Encoding: chunked`: hands out the data, never copies it.
+struct Chunked {
+    state: Chunk,
+}
+
+impl Chunked {
+    fn new() -> Chunked {
+        Chunked { state: Chunk::Size(0, false) }
+    }
+
+    /// Decodes `input`, passing every piece of chunk data to `data`. `Ok(true)`: the body ended.
+    fn feed(&mut self, mut input: &[u8], mut data: impl FnMut(&[u8])) -> Result<bool, String> {
+        while !input.is_empty() {
+            match self.state {
+                Chunk::Data(remaining) => {
+                    let take = remaining.min(input.len());
+                    data(&input[..take]);
+                    input = &input[take..];
+                    self.state =
+                        if take == remaining { Chunk::DataCr } else { Chunk::Data(remaining - take) };
+                    continue;
+                }
+                Chunk::End => return Ok(true),
+                _ => {}
+            }
+            let byte = input[0];
+            input = &input[1..];
+            self.state = match (self.state, byte) {
+                (Chunk::Size(size, false), b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                    let digit = (byte as char).to_digit(16).unwrap() as usize;
+                    Chunk::Size(size.checked_mul(16).ok_or("chunk size overflows")? + digit, false)
+                }
+                (Chunk::Size(size, _), b';') => Chunk::Size(size, true),
+                (Chunk::Size(size, true), byte) if byte != b'\r' => Chunk::Size(size, true),
+                (Chunk::Size(size, _), b'\r') => Chunk::SizeLf(size),
+                (Chunk::SizeLf(0), b'\n') => {
+                    self.state = Chunk::End;
+                    return Ok(true);
+                }
+                (Chunk::SizeLf(size), b'\n') => Chunk::Data(size),
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size(0, false),
+                _ => return Err(format!("malformed chunked encoding at byte {byte:#04x}")),
+            };
+        }
+        Ok(matches!(self.state, Chunk::End))
+    }
+}
+
+async fn connect(address: SocketAddr) -> Result<TcpStream, String> {
+    let mut attempt = 0;
+    loop {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) if attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                let _ = error;
+            }
+            Err(error) => return Err(format!("cannot connect to {address}: {error}")),
+        }
+    }
+}
+
+/// Starts one raw HTTP/1.1 watcher per slot, each on its own connection.
+pub fn spawn_http1(
+    runtime: &tokio::runtime::Runtime,
+    address: SocketAddr,
+    path: &str,
+    slots: &[Slot],
+    shared: &Arc<Shared>,
+) {
+    let scanner = Arc::new(Scanner::new());
+    let buffer = (256 << 20) / slots.len().max(1);
+    let buffer = buffer.clamp(4 << 10, 64 << 10);
+    for slot in slots {
+        let (slot, shared, scanner) = (Arc::clone(slot), Arc::clone(shared), Arc::clone(&scanner));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\r\n");
+        runtime.spawn(async move {
+            if let Err(reason) = http1_watch(address, &request, buffer, &slot, &shared, &scanner).await {
+                fail(&slot, &shared, reason);
+            }
+        });
+    }
+}
+
+async fn http1_watch(
+    address: SocketAddr,
+    request: &str,
+    buffer: usize,
+    slot: &Slot,
+    shared: &Shared,
+    scanner: &Scanner,
+) -> Result<(), String> {
+    let permit = shared.connecting.acquire().await.expect("never closed");
+    let mut stream = connect(address).await?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| format!("cannot send the request: {error}"))?;
+    let mut buf = vec![0u8; buffer];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let read = stream.read(&mut buf).await.map_err(|error| format!("reading the headers: {error}"))?;
+        if read == 0 {
+            return Err("connection closed before the response headers".into());
+        }
+        head.extend_from_slice(&buf[..read]);
+        if let Some(end) = memmem::find(&head, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if head.len() > 64 << 10 {
+            return Err("response headers over 64 KiB".into());
+        }
+    };
+    let headers = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
+    let status = headers.split(' ').nth(1).unwrap_or("");
+    if status != "200" {
+        let body = String::from_utf8_lossy(&head[body_start..]);
+        return Err(format!("HTTP {status}: {}", body.chars().take(300).collect::<String>()));
+    }
+    if !headers.contains("transfer-encoding: chunked") {
+        return Err("the watch response is not chunked".into());
+    }
+    drop(permit);
+    shared.established.fetch_add(1, Ordering::Relaxed);
+    let mut chunked = Chunked::new();
+    let mut lines = Lines::default();
+    let mut pending = head.split_off(body_start);
+    loop {
+        let data: &[u8] = if pending.is_empty() {
+            let read = stream.read(&mut buf).await.map_err(|error| format!("watch stream broke: {error}"))?;
+            if read == 0 {
+                return Err("the server closed the watch stream".into());
+            }
+            &buf[..read]
+        } else {
+            &pending
+        };
+        let mut sink =
+            LineSink { scanner, shared, now: shared.now_us(), counted: Counted::default(), error: None };
+        let ended = {
+            let mut receipts = slot.lock().unwrap();
+            chunked.feed(data, |piece| lines.feed(piece, &mut receipts, &mut sink))?
+        };
+        pending.clear();
+        sink.counted.add_to(shared);
+        if let Some(error) = sink.error {
+            return Err(error);
+        }
+        if ended {
+            return Err("the server ended the watch response".into());
+        }
+    }
+}
+
+/// Starts the watchers as HTTP/2 streams, spread over `connections` connections (hyper's client,
+/// prior knowledge).
+pub fn spawn_http2(
+    runtime: &tokio::runtime::Runtime,
+    address: SocketAddr,
+    path: &str,
+    connections: usize,
+    slots: &[Slot],
+    shared: &Arc<Shared>,
+) {
+    let scanner = Arc::new(Scanner::new());
+    let uri: http::Uri = format!("http://{address}{path}").parse().expect("valid URI");
+    let groups: Vec<Vec<Slot>> = (0..connections)
+        .map(|connection| slots.iter().skip(connection).step_by(connections).cloned().collect())
+        .collect();
+    for group in groups {
+        let (shared, scanner, uri) = (Arc::clone(shared), Arc::clone(&scanner), uri.clone());
+        runtime.spawn(async move {
+            let sender = match http2_connect(address).await {
+                Ok(sender) => sender,
+                Err(reason) => {
+                    for slot in &group {
+                        fail(slot, &shared, reason.clone());
+                    }
+                    return;
+                }
+            };
+            for slot in group {
+                let (mut sender, shared, scanner, uri) =
+                    (sender.clone(), Arc::clone(&shared), Arc::clone(&scanner), uri.clone());
+                tokio::spawn(async move {
+                    if let Err(reason) = http2_watch(&mut sender, uri, &slot, &shared, &scanner).await {
+                        fail(&slot, &shared, reason);
+                    }
+                });
+            }
+        });
+    }
+}
+
+type Http2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+async fn http2_connect(address: SocketAddr) -> Result<Http2Sender, String> {
+    let stream = connect(address).await?;
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("HTTP/2 handshake: {error}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+async fn http2_watch(
+    sender: &mut Http2Sender,
+    uri: http::Uri,
+    slot: &Slot,
+    shared: &Shared,
+    scanner: &Scanner,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    sender.ready().await.map_err(|error| format!("HTTP/2 connection: {error}"))?;
+    let request = http::Request::get(uri)
+        .header("accept", "application/json")
+        .body(http_body_util::Empty::new())
+        .expect("valid request");
+    let response = sender.send_request(request).await.map_err(|error| format!("watch request: {error}"))?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    if status != 200 {
+        let body = body.collect().await.map(|body| body.to_bytes()).unwrap_or_default();
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+    }
+    shared.established.fetch_add(1, Ordering::Relaxed);
+    let mut lines = Lines::default();
+    loop {
+        let frame = match body.frame().await {
+            None => return Err("the server ended the watch stream".into()),
+            Some(Err(error)) => return Err(format!("watch stream broke: {error}")),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let mut sink =
+            LineSink { scanner, shared, now: shared.now_us(), counted: Counted::default(), error: None };
+        {
+            let mut receipts = slot.lock().unwrap();
+            lines.feed(&data, &mut receipts, &mut sink);
+        }
+        sink.counted.add_to(shared);
+        if let Some(error) = sink.error {
+            return Err(error);
+        }
+    }
+}
+
+/// Starts the watchers as etcd watches on the namespace's prefix from `start_revision`,
+/// `per_connection` watches per client connection (one gRPC watch stream each).
+pub fn spawn_etcd(
+    runtime: &tokio::runtime::Runtime,
+    endpoint: &str,
+    start_revision: i64,
+    per_connection: usize,
+    slots: &[Slot],
+    shared: &Arc<Shared>,
+) {
+    let scanner = Arc::new(Scanner::new());
+    for group in slots.chunks(per_connection) {
+        let group = group.to_vec();
+        let (shared, scanner, endpoint) = (Arc::clone(shared), Arc::clone(&scanner), endpoint.to_owned());
+        runtime.spawn(async move {
+            let client = match etcd_client::Client::connect([endpoint.as_str()], None).await {
+                Ok(client) => client,
+                Err(error) => {
+                    for slot in &group {
+                        fail(slot, &shared, format!("cannot connect to {endpoint}: {error}"));
+                    }
+                    return;
+                }
+            };
+            for slot in group {
+                let (client, shared, scanner) = (client.clone(), Arc::clone(&shared), Arc::clone(&scanner));
+                tokio::spawn(async move {
+                    if let Err(reason) = etcd_watch(client, start_revision, &slot, &shared, &scanner).await {
+                        fail(&slot, &shared, reason);
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn etcd_watch(
+    mut client: etcd_client::Client,
+    start_revision: i64,
+    slot: &Slot,
+    shared: &Shared,
+    scanner: &Scanner,
+) -> Result<(), String> {
+    let mut permit = Some(shared.connecting.acquire().await.expect("never closed"));
+    let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(start_revision);
+    let mut stream = client
+        .watch(crate::object::ETCD_PREFIX, Some(options))
+        .await
+        .map_err(|error| format!("watch: {error}"))?;
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Err("etcd ended the watch stream".into()),
+            Err(error) => return Err(format!("watch stream broke: {error}")),
+        };
+        if response.canceled() {
+            return Err(format!(
+                "watch canceled (compact revision {}): {}",
+                response.compact_revision(),
+                response.cancel_reason()
+            ));
+        }
+        if permit.take().is_some() {
+            shared.established.fetch_add(1, Ordering::Relaxed);
+        }
+        if response.events().is_empty() {
+            continue;
+        }
+        let now = shared.now_us();
+        let mut counted = Counted::default();
+        {
+            let mut receipts = slot.lock().unwrap();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                if event.event_type() != etcd_client::EventType::Put {
+                    continue;
+                }
+                match scanner.seq(kv.value()) {
+                    Some(seq) => receipt(&mut receipts, shared, seq, now, kv.value().len(), &mut counted),
+                    None => return Err("a value without a sequence number".into()),
+                }
+            }
+        }
+        counted.add_to(shared);
+    }
+}
