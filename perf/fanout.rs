@@ -172,6 +172,13 @@ fn main() -> ExitCode {
         }
     };
 
+    if quick {
+        if let Err(error) = watch::self_check() {
+            eprintln!("fanout: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+
     // One socket per watcher here, and one in the server (children inherit the limit).
     let (soft, hard) = procs::raise_nofile();
     let needed = config.watchers as libc::rlim_t + 256;

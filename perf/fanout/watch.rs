@@ -601,3 +601,51 @@ async fn etcd_watch(
         counted.add_to(shared);
     }
 }
+
+/// Feeds a chunked body of known events, split in two at every byte and byte by byte, through
+/// the decoder and the line scanner (the quick mode runs it).
+pub fn self_check() -> Result<(), String> {
+    fn chunk(body: &mut Vec<u8>, payload: &[u8], extension: &str) {
+        body.extend_from_slice(format!("{:X}{extension}\r\n", payload.len()).as_bytes());
+        body.extend_from_slice(payload);
+        body.extend_from_slice(b"\r\n");
+    }
+    let events: Vec<Vec<u8>> =
+        (1..=3).map(|seq| crate::object::event_line(seq, 10 + u64::from(seq))).collect();
+    let bookmark = b"{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n";
+    let mut body = Vec::new();
+    chunk(&mut body, &[&events[0][..], &events[1][..100]].concat(), "");
+    chunk(&mut body, &[&events[1][100..], &bookmark[..]].concat(), ";name=value");
+    chunk(&mut body, &events[2], "");
+    body.extend_from_slice(b"0\r\n\r\n");
+    let decode = |parts: &mut dyn Iterator<Item = &[u8]>| -> Result<(Vec<u32>, bool), String> {
+        let (shared, scanner) = (Shared::new(3), Scanner::new());
+        let (mut receipts, mut chunked, mut lines) = (Receipts::default(), Chunked::new(), Lines::default());
+        let mut ended = false;
+        for part in parts {
+            let mut sink = LineSink {
+                scanner: &scanner,
+                shared: &shared,
+                now: 0,
+                counted: Counted::default(),
+                error: None,
+            };
+            ended = chunked.feed(part, |piece| lines.feed(piece, &mut receipts, &mut sink))?;
+            if let Some(error) = sink.error {
+                return Err(error);
+            }
+        }
+        Ok((receipts.events.iter().map(|&(seq, _)| seq).collect(), ended))
+    };
+    let mut outcomes = vec![("byte by byte".to_owned(), decode(&mut body.chunks(1))?)];
+    for split in 0..=body.len() {
+        let (head, tail) = body.split_at(split);
+        outcomes.push((format!("split at {split}"), decode(&mut [head, tail].into_iter())?));
+    }
+    for (how, (seqs, ended)) in outcomes {
+        if seqs != [1, 2, 3] || !ended {
+            return Err(format!("chunked decoding, {how}: sequence numbers {seqs:?}, ended {ended}"));
+        }
+    }
+    Ok(())
+}
