@@ -1,29 +1,67 @@
 //! The watch cache against a model: after any sequence of creates, updates and deletes (with
-//! labels that move objects in and out of a selector), a consistent list from the cache equals
-//! the model, and a watch from the start (with a selector, tiny queues and ring) delivers exactly
-//! kube's events for that selector — or is shed with 410 having delivered a prefix of them.
+//! labels that move objects in and out of a selector) and bursts of writes the selector does not
+//! want (up to about a thousand writes in all, so that the ring can hold several watcher batches
+//! of events nobody wants), a consistent list from the cache equals the model, and three watches
+//! with that selector and tiny queues (one that reads only at the end, one that reads along, one
+//! that drops its watch and resumes from the last revision it saw) each deliver exactly kube's
+//! events for it, including selector transitions, or are shed with 410 having delivered a prefix
+//! of them. A watch that delivers nothing for 5 s while events are due panics: a stall is a
+//! crash.
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use watchcache::cacher::object::ResourceConfig;
 use watchcache::cacher::ring::RingLimits;
-use watchcache::cacher::{CacheConfig, Cacher, ListRequest, ReadVersion, WatchFilter, WatchItem, WatchStart};
+use watchcache::cacher::{
+    CacheConfig, CacheError, CacheWatch, Cacher, ListRequest, ReadVersion, WatchFilter, WatchItem, WatchStart,
+};
 use watchcache::selector::{FieldSelector, LabelSelector};
 use watchcache::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
 use watchcache::storage::Storage;
 
-#[derive(Arbitrary, Debug)]
-struct Write {
-    key: u8,
-    delete: bool,
-    selected: bool,
+/// One step, read from one byte of the input (after the first, which chooses the watchers'
+/// queue capacity and the ring's size), so that short inputs already make long histories.
+#[derive(Debug)]
+enum Op {
+    /// A create, update or delete of one of five objects, which the selector wants or not.
+    Write { key: u8, delete: bool, selected: bool },
+    /// `count` (32 to 1024, within the writes left) creates of new objects the selector does not
+    /// want, written concurrently; with `then_wanted`, followed by the create of a new object it
+    /// wants.
+    Unwanted { count: usize, then_wanted: bool },
+    /// The watches that read along read what is there now.
+    Read,
+    /// The resuming watch drops its watch and watches again after the last revision it saw.
+    Resume,
 }
+
+impl From<u8> for Op {
+    fn from(byte: u8) -> Op {
+        match byte {
+            0x00..=0x7f => Op::Write { key: byte & 7, delete: byte & 0x30 == 0x30, selected: byte & 8 != 0 },
+            0x80..=0xbf => {
+                Op::Unwanted { count: 32 * (usize::from(byte & 0x1f) + 1), then_wanted: byte & 0x20 != 0 }
+            }
+            0xc0..=0xdf => Op::Read,
+            _ => Op::Resume,
+        }
+    }
+}
+
+/// Writes per input at most.
+const MAX_WRITES: usize = 1200;
+/// How long a watch may take for an event that is due.
+const STALL: Duration = Duration::from_secs(5);
+
+/// (type, name, resourceVersion)
+type Seen = (String, String, u64);
 
 fn object(name: &str, selected: bool) -> Bytes {
     let value = serde_json::json!({
@@ -33,7 +71,112 @@ fn object(name: &str, selected: bool) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).unwrap())
 }
 
-fuzz_target!(|writes: Vec<Write>| {
+fn filter(namespace: Option<&str>) -> WatchFilter {
+    WatchFilter {
+        namespace: namespace.map(str::to_owned),
+        labels: LabelSelector::parse("pick=yes").unwrap(),
+        fields: FieldSelector::everything(),
+    }
+}
+
+/// One client's watch: what it received, and the revision it would resume after.
+struct Follower {
+    name: &'static str,
+    namespace: Option<&'static str>,
+    /// `None` once shed.
+    watch: Option<CacheWatch>,
+    seen: Vec<Seen>,
+    last: u64,
+}
+
+impl Follower {
+    async fn start(cacher: &Cacher, name: &'static str, namespace: Option<&'static str>, from: u64) -> Self {
+        let watch = cacher.watch(filter(namespace), WatchStart::After(from), false).await.unwrap();
+        Follower { name, namespace, watch: Some(watch), seen: Vec::new(), last: from }
+    }
+
+    fn take(&mut self, item: Option<WatchItem>) {
+        match item {
+            Some(WatchItem::Lines(lines)) => {
+                for line in lines {
+                    let event: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                    let metadata = &event["object"]["metadata"];
+                    let seen: Seen = (
+                        event["type"].as_str().unwrap().to_owned(),
+                        metadata["name"].as_str().unwrap_or_default().to_owned(),
+                        metadata["resourceVersion"].as_str().unwrap().parse().unwrap(),
+                    );
+                    self.last = seen.2;
+                    if seen.0 != "BOOKMARK" {
+                        self.seen.push(seen);
+                    }
+                }
+            }
+            Some(WatchItem::Expired(_)) => self.watch = None,
+            None => panic!("the {} watch ended without a reason", self.name),
+        }
+    }
+
+    /// Reads whatever is available now, without waiting (`next` is cancel-safe).
+    fn poll(&mut self) {
+        loop {
+            let item = {
+                let Some(watch) = self.watch.as_mut() else { return };
+                let mut next = std::pin::pin!(watch.next());
+                match next.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(item) => item,
+                    Poll::Pending => return,
+                }
+            };
+            self.take(item);
+        }
+    }
+
+    /// Drops the watch and watches again after the last revision received.
+    async fn resume(&mut self, cacher: &Cacher) {
+        if self.watch.take().is_none() {
+            return;
+        }
+        match cacher.watch(filter(self.namespace), WatchStart::After(self.last), false).await {
+            Ok(watch) => self.watch = Some(watch),
+            Err(CacheError::TooOld(_)) => {}
+            Err(error) => panic!("the {} watch could not resume after {}: {error}", self.name, self.last),
+        }
+    }
+
+    /// Reads until every expected event is in, then compares.
+    async fn finish(&mut self, expected: &[Seen]) {
+        while self.seen.len() < expected.len() {
+            let Some(watch) = self.watch.as_mut() else { break };
+            match tokio::time::timeout(STALL, watch.next()).await {
+                Ok(item) => self.take(item),
+                Err(_) => panic!(
+                    "the {} watch stalled: {} of {} events, then nothing for {STALL:?}; the next one due is {:?}",
+                    self.name,
+                    self.seen.len(),
+                    expected.len(),
+                    expected[self.seen.len()]
+                ),
+            }
+        }
+        // Nothing more may be there.
+        self.poll();
+        if self.watch.is_some() {
+            assert_eq!(self.seen, expected, "the {} watch diverged from the model", self.name);
+        } else {
+            // Shed: what came before the 410 is still a prefix of the truth.
+            assert!(
+                self.seen.len() <= expected.len() && self.seen[..] == expected[..self.seen.len()],
+                "the {} watch diverged from the model before it was shed: {:?}",
+                self.name,
+                self.seen
+            );
+        }
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let [setup, ops @ ..] = input else { return };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let storage: Arc<dyn Storage> =
@@ -46,57 +189,96 @@ fuzz_target!(|writes: Vec<Write>| {
             selectable_fields: vec![],
             indexed_field: None,
         };
-        let config = CacheConfig {
-            watcher_queue: 2,
-            ring: RingLimits { min_events: 4, max_events: 16, ..RingLimits::default() },
-            ..CacheConfig::default()
+        // Tiny (16 events), a batch or two (512), or the whole history (4096).
+        let ring = match (setup >> 3) % 4 {
+            0 => RingLimits { min_events: 4, max_events: 16, ..RingLimits::default() },
+            1 => RingLimits { min_events: 256, max_events: 512, ..RingLimits::default() },
+            _ => RingLimits { min_events: 2048, max_events: 4096, ..RingLimits::default() },
         };
+        let config =
+            CacheConfig { watcher_queue: 1 + usize::from(setup & 7), ring, ..CacheConfig::default() };
         let cacher = Cacher::start(Arc::clone(&storage), resource, config);
         assert!(cacher.wait_ready(Duration::from_secs(10)).await);
         let start = storage.current_revision().await.unwrap();
-        let filter = || WatchFilter {
-            namespace: None,
-            labels: LabelSelector::parse("pick=yes").unwrap(),
-            fields: FieldSelector::everything(),
-        };
-        let mut watch = cacher.watch(filter(), WatchStart::After(start), false).await.unwrap();
+        let mut idle = Follower::start(&cacher, "idle", None, start).await;
+        let mut reader = Follower::start(&cacher, "reading", Some("ns"), start).await;
+        let mut resumer = Follower::start(&cacher, "resuming", None, start).await;
 
         // name -> (selected, revision)
         let mut model: BTreeMap<String, (bool, u64)> = BTreeMap::new();
         let mut expected = Vec::new();
-        for write in writes.into_iter().take(48) {
-            let name = format!("p{}", write.key % 5);
-            let key = format!("/pods/ns/{name}");
-            match (model.get(&name).copied(), write.delete) {
-                (None, true) => {}
-                (None, false) => {
-                    let kv = storage.create(&key, object(&name, write.selected)).await.unwrap();
-                    if write.selected {
+        let mut writes = 0;
+        for &op in ops {
+            match Op::from(op) {
+                Op::Write { key, delete, selected } if writes < MAX_WRITES => {
+                    writes += 1;
+                    let name = format!("p{}", key % 5);
+                    let key = format!("/pods/ns/{name}");
+                    match (model.get(&name).copied(), delete) {
+                        (None, true) => {}
+                        (None, false) => {
+                            let kv = storage.create(&key, object(&name, selected)).await.unwrap();
+                            if selected {
+                                expected.push(("ADDED", name.clone(), kv.mod_revision));
+                            }
+                            model.insert(name, (selected, kv.mod_revision));
+                        }
+                        (Some((was, revision)), true) => {
+                            let deleted = storage.delete(&key, Some(revision)).await.unwrap();
+                            if was {
+                                expected.push(("DELETED", name.clone(), deleted.revision));
+                            }
+                            model.remove(&name);
+                        }
+                        (Some((was, revision)), false) => {
+                            let kv = storage.update(&key, object(&name, selected), revision).await.unwrap();
+                            match (was, selected) {
+                                (true, true) => expected.push(("MODIFIED", name.clone(), kv.mod_revision)),
+                                (false, true) => expected.push(("ADDED", name.clone(), kv.mod_revision)),
+                                (true, false) => expected.push(("DELETED", name.clone(), kv.mod_revision)),
+                                (false, false) => {}
+                            }
+                            model.insert(name, (selected, kv.mod_revision));
+                        }
+                    }
+                }
+                Op::Write { .. } => {}
+                Op::Unwanted { count, then_wanted } => {
+                    let count = count.min(MAX_WRITES - writes);
+                    let creates: Vec<_> = (writes..writes + count)
+                        .map(|i| {
+                            let storage = Arc::clone(&storage);
+                            tokio::spawn(async move {
+                                let name = format!("unwanted-{i}");
+                                storage
+                                    .create(&format!("/pods/ns/{name}"), object(&name, false))
+                                    .await
+                                    .unwrap();
+                            })
+                        })
+                        .collect();
+                    for create in creates {
+                        create.await.unwrap();
+                    }
+                    writes += count;
+                    if then_wanted && writes < MAX_WRITES {
+                        let name = format!("wanted-{writes}");
+                        let kv =
+                            storage.create(&format!("/pods/ns/{name}"), object(&name, true)).await.unwrap();
                         expected.push(("ADDED", name.clone(), kv.mod_revision));
+                        model.insert(name, (true, kv.mod_revision));
+                        writes += 1;
                     }
-                    model.insert(name, (write.selected, kv.mod_revision));
                 }
-                (Some((was, revision)), true) => {
-                    let deleted = storage.delete(&key, Some(revision)).await.unwrap();
-                    if was {
-                        expected.push(("DELETED", name.clone(), deleted.revision));
-                    }
-                    model.remove(&name);
+                Op::Read => {
+                    reader.poll();
+                    resumer.poll();
                 }
-                (Some((was, revision)), false) => {
-                    let kv = storage.update(&key, object(&name, write.selected), revision).await.unwrap();
-                    match (was, write.selected) {
-                        (true, true) => expected.push(("MODIFIED", name.clone(), kv.mod_revision)),
-                        (false, true) => expected.push(("ADDED", name.clone(), kv.mod_revision)),
-                        (true, false) => expected.push(("DELETED", name.clone(), kv.mod_revision)),
-                        (false, false) => {}
-                    }
-                    model.insert(name, (write.selected, kv.mod_revision));
-                }
+                Op::Resume => resumer.resume(&cacher).await,
             }
         }
         let request = ListRequest {
-            filter: filter(),
+            filter: filter(None),
             limit: None,
             continue_from: None,
             version: ReadVersion::Consistent,
@@ -110,27 +292,11 @@ fuzz_target!(|writes: Vec<Write>| {
             .collect();
         assert_eq!(got, want);
 
-        let mut seen: Vec<(String, String, u64)> = Vec::new();
-        while seen.len() < expected.len() {
-            match tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("watch stalled") {
-                Some(WatchItem::Lines(lines)) => {
-                    for line in lines {
-                        let event: serde_json::Value = serde_json::from_slice(&line).unwrap();
-                        let metadata = &event["object"]["metadata"];
-                        seen.push((
-                            event["type"].as_str().unwrap().to_owned(),
-                            metadata["name"].as_str().unwrap().to_owned(),
-                            metadata["resourceVersion"].as_str().unwrap().parse().unwrap(),
-                        ));
-                    }
-                }
-                Some(WatchItem::Expired(_)) => break,
-                None => panic!("the watch ended without a reason"),
-            }
-        }
-        let expected: Vec<(String, String, u64)> =
+        let expected: Vec<Seen> =
             expected.into_iter().map(|(kind, name, rev)| (kind.to_owned(), name, rev)).collect();
-        assert_eq!(seen[..], expected[..seen.len()], "the watch diverged from the model");
+        for follower in [&mut idle, &mut reader, &mut resumer] {
+            follower.finish(&expected).await;
+        }
         cacher.stop();
     });
 });
