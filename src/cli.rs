@@ -72,7 +72,7 @@ pub struct ServeArgs {
     /// Under load, how long the watch cache may hold back waking watchers so that each socket
     /// write carries several events (at most this much added latency; 0 wakes them after every
     /// storage event batch). A duration such as 5ms.
-    #[arg(long, default_value = "5ms", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5ms", value_name = "DURATION", value_parser = parse_duration, env = "WATCHCACHE_WATCH_DELIVERY_LINGER")]
     pub watch_delivery_linger: Duration,
 
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
