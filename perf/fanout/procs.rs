@@ -48,6 +48,17 @@ pub fn cpu(pid: Option<u32>) -> Cpu {
     Cpu { user: field(11) / ticks, sys: field(12) / ticks }
 }
 
+/// CPU seconds the whole machine spent busy since boot (every core: user, nice, system, irq,
+/// softirq), from /proc/stat.
+pub fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else { return 0.0 };
+    let fields: Vec<f64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&index| fields.get(index)).sum();
+    busy / ticks_per_second()
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it); returns the new soft
 /// limit and the hard limit.
 pub fn raise_nofile() -> (libc::rlim_t, libc::rlim_t) {

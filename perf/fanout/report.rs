@@ -16,6 +16,7 @@ pub struct Figures {
     pub server: Cpu,
     pub etcd: Option<Cpu>,
     pub load: Cpu,
+    pub others: f64,
     pub window: f64,
     pub acked: u32,
     pub writes_per_second: f64,
@@ -45,11 +46,12 @@ impl Figures {
             && self.failed == 0
     }
 
-    fn per_event(&self, seconds: f64) -> f64 {
+    /// µs of `seconds` per delivered event.
+    fn per_event(&self, seconds: f64) -> String {
         if self.delivered == 0 {
-            f64::NAN
+            "–".into()
         } else {
-            seconds * 1e6 / self.delivered as f64
+            format!("{:.2}", seconds * 1e6 / self.delivered as f64)
         }
     }
 }
@@ -120,6 +122,7 @@ pub fn analyze(measured: Measured, writes: u32, watchers: usize) -> Figures {
         server: measured.server,
         etcd: measured.etcd,
         load: measured.load,
+        others: measured.others,
         window: measured.window,
         acked,
         writes_per_second: if seconds > 0.0 { f64::from(acked) / seconds } else { 0.0 },
@@ -166,7 +169,7 @@ pub fn summary(row: &Row) -> String {
     match &row.result {
         Err(error) => format!("{}: FAILED: {error}", row.name),
         Ok(f) => format!(
-            "{}: {:.2} µs {} CPU per delivered event; {:.0} writes/s; ack→receive p50 {} p99 {} p999 {}; \
+            "{}: {} µs {} CPU per delivered event; {:.0} writes/s; ack→receive p50 {} p99 {} p999 {}; \
              delivered {}/{}; load generator {:.2} s CPU",
             row.name,
             f.per_event(f.server.total()),
@@ -200,12 +203,12 @@ pub fn table(rows: &[Row], rate: f64) -> String {
             Ok(f) => {
                 let latency = |index: usize| f.latency.map(|l| ms(l[index])).unwrap_or_else(|| "–".into());
                 out.push_str(&format!(
-                    "| {} | {:.2} | {:.2} | {:.2} | {} | {:.0} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.0} | {:.0}% |\n",
+                    "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.0} | {:.0}% |\n",
                     row.name,
                     f.per_event(f.server.total()),
                     f.per_event(f.server.user),
                     f.per_event(f.server.sys),
-                    f.etcd.map(|etcd| format!("{:.2}", f.per_event(etcd.total()))).unwrap_or_else(|| "–".into()),
+                    f.etcd.map(|etcd| f.per_event(etcd.total())).unwrap_or_else(|| "–".into()),
                     f.writes_per_second,
                     latency(0),
                     latency(1),
@@ -227,7 +230,7 @@ pub fn table(rows: &[Row], rate: f64) -> String {
         let Ok(f) = &row.result else { continue };
         out.push_str(&format!(
             "- {}: server ({}) {:.2} s CPU ({:.2} user, {:.2} sys){} in a window of {:.2} s; {} writes \
-             acknowledged; max ack→receive {}; load generator {:.2} s CPU\n",
+             acknowledged; max ack→receive {}; load generator {:.2} s CPU; other processes {:.2} s CPU\n",
             row.name,
             row.server_label,
             f.server.total(),
@@ -238,6 +241,7 @@ pub fn table(rows: &[Row], rate: f64) -> String {
             f.acked,
             f.latency.map(|l| ms(l[3])).unwrap_or_else(|| "–".into()),
             f.load.total(),
+            f.others,
         ));
         if f.unexpected > 0 {
             out.push_str(&format!("  - {} receipts of writes never made\n", f.unexpected));

@@ -50,6 +50,8 @@ pub struct Measured {
     pub etcd: Option<Cpu>,
     /// CPU of this process (watchers and writer).
     pub load: Cpu,
+    /// CPU the machine spent on anything else (other processes) over the window.
+    pub others: f64,
     /// The measured window: from the first timed write to the last delivery (or giving up).
     pub window: f64,
     pub bytes: u64,
@@ -222,9 +224,10 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
     if !all_open {
         notes.push(format!("only {established} of {watchers} watches opened within {ESTABLISH_TIMEOUT:?}"));
     }
+    let first_failure =
+        || slots.iter().find_map(|slot| slot.lock().unwrap().failure.clone()).unwrap_or_default();
     if established == 0 {
-        let failure = slots.iter().find_map(|slot| slot.lock().unwrap().failure.clone());
-        return Err(format!("no watch opened: {}", failure.unwrap_or_default()));
+        return Err(format!("no watch opened: {}", first_failure()));
     }
 
     // The warm-up write reaches every watcher.
@@ -240,6 +243,9 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
             )
         },
     );
+    if shared.failed.load(Ordering::Relaxed) >= watchers {
+        return Err(format!("every watcher failed before the timed writes; the first: {}", first_failure()));
+    }
     if !all_warm {
         notes.push(format!(
             "{} of {watchers} watchers never received the warm-up write",
@@ -253,6 +259,7 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
             procs::cpu(Some(running.server_pid)),
             running.etcd_pid.map(|pid| procs::cpu(Some(pid))),
             procs::cpu(None),
+            procs::machine_busy(),
         )
     };
     let before = cpu_of(&running);
@@ -326,12 +333,24 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
     }
     drop(running);
     let receipts = slots.iter().map(|slot| std::mem::take(&mut *slot.lock().unwrap())).collect();
+    let server = after.0.since(before.0);
+    let etcd = after.1.zip(before.1).map(|(after, before)| after.since(before));
+    let load = after.2.since(before.2);
+    let ours = server.total() + etcd.map_or(0.0, Cpu::total) + load.total();
+    let others = (after.3 - before.3 - ours).max(0.0);
+    if others > 0.1 * window {
+        notes.push(format!(
+            "other processes used {:.0}% of a core during the run: these figures are disturbed",
+            100.0 * others / window
+        ));
+    }
     Ok(Measured {
         log,
         receipts,
-        server: after.0.since(before.0),
-        etcd: after.1.zip(before.1).map(|(after, before)| after.since(before)),
-        load: after.2.since(before.2),
+        server,
+        etcd,
+        load,
+        others,
         window,
         bytes: shared.bytes.load(Ordering::Relaxed),
         notes,
