@@ -74,6 +74,9 @@ pub struct CacheConfig {
     /// several events at once (see `dispatcher`, *Coalescing*). Zero wakes watchers after every
     /// batch of storage events.
     pub delivery_linger: Duration,
+    /// How many watchers a flush wakes before the reflector yields to other tasks, so that a
+    /// write's request never queues behind a whole fan-out (see `dispatcher`, *Coalescing*).
+    pub flush_chunk: usize,
 }
 
 impl Default for CacheConfig {
@@ -87,6 +90,7 @@ impl Default for CacheConfig {
             history_revisions: 10_000,
             list_page_size: 1_000,
             delivery_linger: DEFAULT_DELIVERY_LINGER,
+            flush_chunk: 32,
         }
     }
 }

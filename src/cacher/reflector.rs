@@ -186,27 +186,38 @@ impl Reflector {
         let flush_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush_timer);
         let mut flush_armed = false;
+        let mut flushing = false;
         let mut last_flush =
             Instant::now().checked_sub(self.config.delivery_linger).unwrap_or_else(Instant::now);
         loop {
-            if self.dispatcher.has_pending() && !flush_armed {
+            if self.dispatcher.has_pending() && !flush_armed && !flushing {
                 let due = last_flush + self.config.delivery_linger;
                 let now = Instant::now();
                 if now >= due || self.dispatcher.pending_events() * 2 >= self.config.watcher_queue {
-                    self.dispatcher.flush();
-                    last_flush = now;
+                    flushing = true;
                 } else {
                     flush_timer.as_mut().reset(due.into());
                     flush_armed = true;
                 }
+            }
+            if flushing {
+                // A chunk of wake-ups, then a yield, so that other tasks (the writes) run
+                // between chunks rather than behind the whole fan-out.
+                if self.dispatcher.flush_some(self.config.flush_chunk) {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                flushing = false;
+                // The linger counts from the end of a flush: the longer a fan-out takes, the
+                // more events the next one carries per write.
+                last_flush = Instant::now();
             }
             tokio::select! {
                 biased;
                 () = self.shared.stop.notified() => return WatchEnd::Stopped,
                 () = &mut flush_timer, if flush_armed => {
                     flush_armed = false;
-                    self.dispatcher.flush();
-                    last_flush = Instant::now();
+                    flushing = true;
                 }
                 registration = self.registrations.recv() => match registration {
                     Some(registration) => self.dispatcher.register(registration),
