@@ -21,10 +21,12 @@
 //! most [`CacheConfig::consistent_read_timeout`]) for the cache to reach it, else reads storage;
 //! with an etcd whose progress notifications cannot be trusted (see
 //! [`crate::storage::Storage::progress_notify_reliable`]) it reads storage unless the events the
-//! cache applied already reach storage's revision. Such progress notifications still move the
-//! cache's revision forward (a watch from a revision the client listed from storage must not
-//! wait for an event that will never come), and an event that arrives behind one makes the
-//! reflector relist.
+//! cache applied already reach storage's revision. Such progress notifications move only the
+//! revision that waiters see ([`Cacher::revision`]): a watch from a revision the client read
+//! from storage must not wait for an event that will never come, and starts (skipping any event
+//! at or below its revision, which may still arrive behind the notification). The ring, the
+//! store, bookmarks and the reflector's re-watch point move with applied events only, and a
+//! `NotOlderThan` read that only a notification satisfied is served by storage.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -404,7 +406,13 @@ impl Cacher {
             }
             ReadVersion::NotOlderThan(revision) => {
                 if self.wait_for_revision(revision).await {
-                    Ok(Ok(self.shared.store.current()))
+                    let snapshot = self.shared.store.current();
+                    if snapshot.revision >= revision {
+                        Ok(Ok(snapshot))
+                    } else {
+                        // Reached by an unreliable progress notification only: storage serves.
+                        Ok(Err(None))
+                    }
                 } else {
                     Err(CacheError::TooLargeResourceVersion { requested: revision, current: self.revision() })
                 }

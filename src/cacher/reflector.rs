@@ -248,11 +248,19 @@ impl Reflector {
                     }
                     Some(Ok(WatchMessage::Progress(progress))) => {
                         if progress > self.store.revision() {
-                            *revision = progress;
-                            self.ring.advance(progress);
-                            self.store.advance(progress);
-                            self.store.publish();
-                            self.shared.revision.send_replace(progress);
+                            if self.storage.progress_notify_reliable() {
+                                *revision = progress;
+                                self.ring.advance(progress);
+                                self.store.advance(progress);
+                                self.store.publish();
+                            }
+                            // From an etcd without the etcd#15220 fix the notification may run
+                            // ahead of an event still to come, so only the waiters' revision
+                            // moves: a watch from a revision the client read from storage may
+                            // start (it skips any event at or below its revision), while the
+                            // ring, the store, bookmarks and the re-watch point stay at the
+                            // events the cache has applied.
+                            self.publish_revision(progress);
                         }
                     }
                     Some(Err(StorageError::Compacted { .. })) => return WatchEnd::Compacted,
@@ -322,13 +330,161 @@ impl Reflector {
             self.ring.advance(revision);
             self.store.publish();
         }
-        self.shared.revision.send_replace(revision);
+        self.publish_revision(revision);
         self.update_gauges();
+    }
+
+    /// Publishes the revision waiters may rely on; it never goes back.
+    fn publish_revision(&self, revision: Revision) {
+        self.shared.revision.send_if_modified(|published| {
+            let moved = revision > *published;
+            if moved {
+                *published = revision;
+            }
+            moved
+        });
     }
 
     fn update_gauges(&self) {
         let counters = &self.shared.counters;
         counters.delivered.store(self.dispatcher.stats.delivered, Ordering::Relaxed);
         counters.overflowed.store(self.dispatcher.stats.overflowed, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use tokio::sync::{mpsc, Notify};
+
+    use crate::cacher::object::ResourceConfig;
+    use crate::cacher::{CacheConfig, Cacher, WatchFilter, WatchItem, WatchStart};
+    use crate::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
+    use crate::storage::{
+        Deleted, KeyValue, ListOptions, ListResult, Result, Revision, Storage, WatchMessage, WatchStream,
+    };
+
+    /// A store whose progress notifications run ahead of its events, as etcd's before the
+    /// etcd#15220 fix can: every batch of events is preceded by a notification at its revision.
+    struct Overtaking(EmbeddedStorage);
+
+    #[async_trait]
+    impl Storage for Overtaking {
+        fn describe(&self) -> String {
+            "overtaking".into()
+        }
+        fn progress_notify_reliable(&self) -> bool {
+            false
+        }
+        async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+            self.0.create(key, value).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+            self.0.list(prefix, options).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
+            self.0.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted> {
+            self.0.delete(key, expected).await
+        }
+        async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream> {
+            let mut inner = self.0.watch(prefix, after_revision).await?;
+            let (sender, receiver) = mpsc::channel(16);
+            tokio::spawn(async move {
+                while let Some(message) = inner.next().await {
+                    if let Ok(WatchMessage::Events(events)) = &message {
+                        let ahead = events.last().map(|event| event.revision()).unwrap_or_default();
+                        if sender.send(Ok(WatchMessage::Progress(ahead))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(WatchStream::new(receiver, Arc::new(Notify::new())))
+        }
+        async fn count(&self, prefix: &str) -> Result<u64> {
+            self.0.count(prefix).await
+        }
+        async fn current_revision(&self) -> Result<Revision> {
+            self.0.current_revision().await
+        }
+        async fn compact(&self, revision: Revision) -> Result<()> {
+            self.0.compact(revision).await
+        }
+    }
+
+    fn things() -> ResourceConfig {
+        ResourceConfig {
+            prefix: "/things/".into(),
+            kind: "Thing".into(),
+            api_version: "v1".into(),
+            namespaced: true,
+            selectable_fields: vec![],
+            indexed_field: None,
+        }
+    }
+
+    fn thing(name: &str) -> Bytes {
+        Bytes::from(format!(r#"{{"kind":"Thing","metadata":{{"name":"{name}","namespace":"ns"}}}}"#))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_that_overtakes_events_neither_ends_watches_nor_skips_events() {
+        let storage: Arc<dyn Storage> =
+            Arc::new(Overtaking(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap()));
+        let cacher = Cacher::start(Arc::clone(&storage), things(), CacheConfig::default());
+        assert!(cacher.wait_ready(Duration::from_secs(5)).await);
+        let start = storage.current_revision().await.unwrap();
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(start), true).await.unwrap();
+        let mut written = Vec::new();
+        for index in 0..20 {
+            let created =
+                storage.create(&format!("/things/ns/t{index}"), thing(&format!("t{index}"))).await.unwrap();
+            written.push(created.mod_revision);
+        }
+        // A client that read a revision from storage watches from it at once: the cache may
+        // know it only from a notification, and the event at it may still come after.
+        let last = *written.last().unwrap();
+        let mut late =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(last - 1), false).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < written.len() {
+            let item =
+                tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("an event in time");
+            let Some(WatchItem::Lines(lines)) = item else { panic!("the watch ended: {item:?}") };
+            for line in lines {
+                let event: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                if event["type"] == "BOOKMARK" {
+                    continue;
+                }
+                assert_eq!(event["type"], "ADDED");
+                seen.push(
+                    event["object"]["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<Revision>()
+                        .unwrap(),
+                );
+            }
+        }
+        assert_eq!(seen, written, "every event once, in order, and the watch still open");
+        // The late watch gets exactly the one event after its revision.
+        let item = tokio::time::timeout(Duration::from_secs(5), late.next()).await.expect("an event in time");
+        let Some(WatchItem::Lines(lines)) = item else { panic!("the late watch ended: {item:?}") };
+        let event: serde_json::Value = serde_json::from_slice(&lines[0]).unwrap();
+        assert_eq!(event["object"]["metadata"]["resourceVersion"], last.to_string());
+        assert_eq!(lines.len(), 1);
     }
 }

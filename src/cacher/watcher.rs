@@ -662,10 +662,14 @@ impl CacheWatch {
                 self.next_seq = Some(seq);
                 return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
             };
-            if let Some(delivery) = self.shared.filter.delivery(&event) {
-                sink.put(event.line_ref(delivery, &self.resource));
+            // An event at or below the cursor is one the watch started after: one that came
+            // behind an unreliable progress notification the watch was positioned by.
+            if event.revision() > self.cursor {
+                if let Some(delivery) = self.shared.filter.delivery(&event) {
+                    sink.put(event.line_ref(delivery, &self.resource));
+                }
+                self.cursor = event.revision();
             }
-            self.cursor = event.revision();
             *budget -= 1;
             seq += 1;
         }
@@ -688,8 +692,10 @@ impl CacheWatch {
             let Some(event) = self.ring.load(seq) else {
                 return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
             };
-            sink.put(event.line_ref(delivery, &self.resource));
-            self.cursor = event.revision();
+            if event.revision() > self.cursor {
+                sink.put(event.line_ref(delivery, &self.resource));
+                self.cursor = event.revision();
+            }
             self.next_seq = Some(seq + 1);
         }
         Ok(())
