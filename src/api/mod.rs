@@ -65,7 +65,7 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 pub struct ApiState {
     /// The served resource types, their caches, and the storage.
     pub registry: Arc<Registry>,
-    /// Becomes `true` when the server shuts down: watch streams end.
+    /// Becomes `true` when the server shuts down (watch streams end because the caches stop).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Request and cache metrics.
     pub metrics: metrics::Metrics,
