@@ -68,20 +68,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
     api::crd::spawn_sync(Arc::clone(&registry));
-    let (stopping, shutdown) = tokio::sync::watch::channel(false);
     let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     let inflight = (args.max_requests_inflight > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(args.max_requests_inflight)));
-    let state = Arc::new(ApiState {
-        registry,
-        shutdown,
-        metrics,
-        inflight,
-        min_request_timeout: args.min_request_timeout,
-    });
+    let state =
+        Arc::new(ApiState { registry, metrics, inflight, min_request_timeout: args.min_request_timeout });
     // The one startup line: scripts and tests read the address from it.
     println!("watchcache listening on http://{address} (storage: {description})");
-    api::serve(listener, state, stopping, shutdown_signal()).await;
+    api::serve(listener, state, shutdown_signal()).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -65,8 +65,6 @@ pub const KUBERNETES_VERSION: (&str, &str) = ("1", "32");
 pub struct ApiState {
     /// The served resource types, their caches, and the storage.
     pub registry: Arc<Registry>,
-    /// Becomes `true` when the server shuts down (watch streams end because the caches stop).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Request and cache metrics.
     pub metrics: metrics::Metrics,
     /// Permits for requests on resources other than watches (`--max-requests-inflight`);
@@ -78,12 +76,7 @@ pub struct ApiState {
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ApiState>,
-    stopping: tokio::sync::watch::Sender<bool>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
@@ -117,8 +110,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    // Watch streams end; then open connections finish their requests.
-    let _ = stopping.send(true);
+    // The caches stop, which ends every watch stream; then open connections finish their
+    // requests.
     state.registry.stop();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");

@@ -251,6 +251,14 @@ impl Dispatcher {
         while self.flush_some(usize::MAX) {}
     }
 
+    /// Forgets the wake-ups held back (the watchers are being closed, which wakes them).
+    pub(crate) fn discard_pending(&mut self) {
+        for watcher in self.pending.drain(..) {
+            watcher.wake_pending.store(false, Ordering::Relaxed);
+        }
+        self.pending_events = 0;
+    }
+
     /// Wakes at most `max` of the watchers waiting for a wake-up, oldest first; whether some
     /// still wait. The reflector wakes a flush's watchers a chunk at a time and yields between
     /// chunks, so that the tasks of other requests (writes above all) never queue behind a

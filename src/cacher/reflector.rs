@@ -166,7 +166,8 @@ impl Reflector {
     }
 
     fn close_all_watchers(&mut self) {
-        self.dispatcher.flush();
+        // Closing wakes every watcher: wake-ups still held back are moot.
+        self.dispatcher.discard_pending();
         for watcher in self.dispatcher.all() {
             watcher.close();
         }
