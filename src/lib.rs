@@ -21,6 +21,7 @@ pub mod api;
 pub mod cacher;
 pub mod cli;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod server;
