@@ -45,6 +45,10 @@ pub enum PatchType {
 }
 
 impl PatchType {
+    /// The patch media types, for a 415's message.
+    pub const ACCEPTED: &'static str =
+        "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+
     /// The patch type a Content-Type names, ignoring parameters such as `charset` and the case of
     /// the media type; `None` for anything else (`application/apply-patch+yaml`, server-side
     /// apply, is not supported).

@@ -67,6 +67,12 @@ impl ResourceType {
         }
     }
 
+    /// Whether the type travels as Kubernetes protobuf (built-in types do; custom resources
+    /// do not).
+    pub fn protobuf(&self) -> bool {
+        crate::protobuf::schema().has_kind(&self.api_version(), &self.kind)
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> &'static [&'static str] {
         &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]

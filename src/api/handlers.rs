@@ -12,12 +12,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::negotiate;
 use super::request::{ContinueToken, Query, ResourcePath};
 use super::status::{ApiError, Subject};
 use super::{full, ApiState, Body};
-use crate::cacher::object::CachedObject;
+use crate::cacher::object::{CachedObject, Wire};
 use crate::cacher::{ListRequest, ReadVersion, WatchFilter};
 use crate::patch::{self, PatchType};
+use crate::protobuf;
 use crate::registry::{Resource, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::storage::{KeyValue, StorageError};
@@ -82,23 +84,83 @@ pub fn json_response(code: StatusCode, body: Bytes) -> Response<Body> {
         .expect("valid response")
 }
 
-fn object_response(code: StatusCode, object: &Value) -> Response<Body> {
-    json_response(code, Bytes::from(serde_json::to_vec(object).expect("JSON value encodes")))
+/// A response body in `wire`'s form.
+fn wire_response(wire: Wire, code: StatusCode, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, negotiate::content_type(wire))
+        .body(full(body))
+        .expect("valid response")
 }
 
-/// The decoded body of a write, after the content type and size checks.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !(media.is_empty() || media == "application/json" || media == "*/*") {
-        return Err(ApiError::unsupported_media_type(content_type));
+/// An object in `wire`'s form (its JSON carries `apiVersion` and `kind`).
+fn object_response(wire: Wire, code: StatusCode, object: &Value) -> Response<Body> {
+    match wire {
+        Wire::Json => {
+            json_response(code, Bytes::from(serde_json::to_vec(object).expect("JSON value encodes")))
+        }
+        Wire::Protobuf => match protobuf::schema().encode_object(object) {
+            Ok(encoded) => wire_response(wire, code, Bytes::from(encoded)),
+            Err(error) => ApiError::internal(format!("the object cannot be encoded as protobuf: {error}"))
+                .to_response_in(wire),
+        },
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("the request body is not valid JSON: {error}")))?;
+}
+
+/// A cached object in `wire`'s form, from the bytes the cache keeps for it.
+fn cached_response(wire: Wire, ty: &ResourceType, object: &CachedObject) -> Result<Response<Body>, ApiError> {
+    Ok(match wire {
+        Wire::Json => json_response(StatusCode::OK, object.json.clone()),
+        Wire::Protobuf => {
+            let encoded = object.protobuf(&ty.cache_config()).map_err(|error| {
+                ApiError::internal(format!(
+                    "the object {} cannot be encoded as protobuf: {error}",
+                    object.key
+                ))
+            })?;
+            wire_response(wire, StatusCode::OK, encoded.clone())
+        }
+    })
+}
+
+/// The decoded body of a write, after the content type and size checks: JSON, or protobuf
+/// for a built-in type.
+pub fn decode_body(headers: &HeaderMap, body: &[u8], ty: &ResourceType) -> Result<Value, ApiError> {
+    decode_in(negotiate::request_wire(headers, ty.protobuf())?, body)
+}
+
+fn decode_in(wire: Wire, body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = match wire {
+        Wire::Json => serde_json::from_slice(body)
+            .map_err(|error| ApiError::bad_request(format!("the request body is not valid JSON: {error}")))?,
+        Wire::Protobuf => protobuf::schema().decode_object(body).map_err(|error| {
+            ApiError::bad_request(format!("the request body is not valid protobuf: {error}"))
+        })?,
+    };
     if !value.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     Ok(value)
+}
+
+/// A built-in object must have the shape of its Go type (kube-apiserver could not decode it
+/// otherwise): checked by encoding it, before it is stored.
+fn check_schema(object: &Value, ty: &ResourceType) -> Result<(), ApiError> {
+    if !ty.protobuf() {
+        return Ok(());
+    }
+    protobuf::schema().encode_object(object).map(drop).map_err(|error| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {error}",
+            kind = ty.kind,
+            version = ty.version
+        ))
+    })
+}
+
+/// The body of a DELETE: `DeleteOptions` in JSON or protobuf (which every resource takes).
+fn decode_options(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    decode_in(negotiate::request_wire(headers, true)?, body)
 }
 
 /// Checks (and fills in, when missing) `apiVersion` and `kind`.
@@ -234,7 +296,7 @@ fn namespace_subject(name: &str) -> Subject<'_> {
 // Reads
 
 /// GET of one object.
-pub async fn get(target: &Target, query: &Query) -> Result<Response<Body>, ApiError> {
+pub async fn get(target: &Target, query: &Query, wire: Wire) -> Result<Response<Body>, ApiError> {
     let name = target.name.as_deref().expect("an item path");
     let version = query.read_version()?;
     let object = target
@@ -244,7 +306,7 @@ pub async fn get(target: &Target, query: &Query) -> Result<Response<Body>, ApiEr
         .await
         .map_err(|error| ApiError::from_cache(error, target.subject(name)))?
         .ok_or_else(|| ApiError::not_found(target.subject(name)))?;
-    Ok(json_response(StatusCode::OK, object.json.clone()))
+    cached_response(wire, target.ty(), &object)
 }
 
 /// The cache filter for a list or watch request.
@@ -283,8 +345,43 @@ fn list_body(ty: &ResourceType, items: &[Arc<CachedObject>], revision: u64, next
     body.freeze()
 }
 
+/// The list answer in `wire`'s form.
+fn list_response(
+    wire: Wire,
+    ty: &ResourceType,
+    items: &[Arc<CachedObject>],
+    revision: u64,
+    next: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    if wire == Wire::Json {
+        return Ok(json_response(StatusCode::OK, list_body(ty, items, revision, next)));
+    }
+    let config = ty.cache_config();
+    let schema = protobuf::schema();
+    let mut messages = Vec::with_capacity(items.len());
+    for item in items {
+        let encoded = item.protobuf(&config).map_err(|error| {
+            ApiError::internal(format!("the object {} cannot be encoded as protobuf: {error}", item.key))
+        })?;
+        messages.push(schema.message_bytes(encoded).expect("the cache's own encoding unwraps").to_vec());
+    }
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if let Some(next) = next {
+        metadata["continue"] = json!(next);
+    }
+    let body = schema
+        .encode_list(&ty.api_version(), &ty.list_kind, &metadata, messages.iter().map(Vec::as_slice))
+        .map_err(|error| ApiError::internal(format!("the list cannot be encoded as protobuf: {error}")))?;
+    Ok(wire_response(wire, StatusCode::OK, Bytes::from(body)))
+}
+
 /// LIST of a collection.
-pub async fn list(target: &Target, query: &Query, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub async fn list(
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    wire: Wire,
+) -> Result<Response<Body>, ApiError> {
     let filter = watch_filter(target, query)?;
     let prefix = match &target.namespace {
         Some(namespace) => format!("{}{namespace}/", target.ty().storage_prefix),
@@ -314,11 +411,12 @@ pub async fn list(target: &Target, query: &Query, headers: &HeaderMap) -> Result
     let next = listed.continue_after.map(|after| ContinueToken { revision: listed.revision, after }.encode());
     if wants_table(headers) {
         return Ok(object_response(
+            Wire::Json,
             StatusCode::OK,
             &table(target.ty(), &listed.items, listed.revision, next),
         ));
     }
-    Ok(json_response(StatusCode::OK, list_body(target.ty(), &listed.items, listed.revision, next)))
+    list_response(wire, target.ty(), &listed.items, listed.revision, next)
 }
 
 /// Whether the client asked for a `meta.k8s.io` Table (kubectl get).
@@ -413,9 +511,10 @@ pub async fn create(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let ty = target.ty();
-    let mut object = decode_body(headers, body)?;
+    let mut object = decode_body(headers, body, ty)?;
     check_type(&mut object, ty)?;
     check_namespace(&mut object, target)?;
     if ty.namespaced && text(metadata(&object), "namespace").is_none() {
@@ -437,6 +536,7 @@ pub async fn create(
     }
     let name = text(metadata(&object), "name").unwrap_or_default().to_owned();
     validate(&object, ty, true, &name)?;
+    check_schema(&object, ty)?;
     let namespace = text(metadata(&object), "namespace").map(str::to_owned);
     if let (true, Some(namespace)) = (ty.namespaced, &namespace) {
         require_namespace(state, namespace).await?;
@@ -460,7 +560,7 @@ pub async fn create(
         object["status"] = super::crd::initial_status(&object);
     }
     if query.dry_run {
-        return Ok(object_response(StatusCode::CREATED, &object));
+        return Ok(object_response(wire, StatusCode::CREATED, &object));
     }
     let key = ty.key(namespace.as_deref(), &name);
     let stored = state
@@ -471,7 +571,7 @@ pub async fn create(
         .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?;
     let response = stamped(&stored, stored.mod_revision)?;
     super::crd::after_write(state, ty, Some(&response)).await;
-    Ok(object_response(StatusCode::CREATED, &response))
+    Ok(object_response(wire, StatusCode::CREATED, &response))
 }
 
 /// What a replacement changes: the object as it will be stored, given the current one.
@@ -539,10 +639,11 @@ pub async fn update(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let ty = target.ty();
     let name = target.name.clone().expect("an item path");
-    let mut object = decode_body(headers, body)?;
+    let mut object = decode_body(headers, body, ty)?;
     check_type(&mut object, ty)?;
     check_namespace(&mut object, target)?;
     match text(metadata(&object), "name") {
@@ -556,7 +657,7 @@ pub async fn update(
             metadata_mut(&mut object).insert("name".into(), json!(name));
         }
     }
-    write_existing(state, target, query, Change::Replace(object)).await
+    write_existing(state, target, query, Change::Replace(object), wire).await
 }
 
 /// PATCH of an object (or its status).
@@ -566,11 +667,12 @@ pub async fn patch(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let patch_type = PatchType::from_content_type(content_type)
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-    write_existing(state, target, query, Change::Patch { body, patch_type }).await
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type, PatchType::ACCEPTED))?;
+    write_existing(state, target, query, Change::Patch { body, patch_type }, wire).await
 }
 
 async fn write_existing(
@@ -578,6 +680,7 @@ async fn write_existing(
     target: &Target,
     query: &Query,
     change: Change<'_>,
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let ty = target.ty();
     let name = target.name.clone().expect("an item path");
@@ -627,6 +730,7 @@ async fn write_existing(
         }
         let merged = merge_update(&current_object, new, ty, status_only);
         validate(&merged, ty, false, &name)?;
+        check_schema(&merged, ty)?;
         if ty.group == "apiextensions.k8s.io" && ty.plural == "customresourcedefinitions" {
             super::crd::validate(&merged)
                 .map_err(|causes| ApiError::invalid(target.subject(&name), &causes))?;
@@ -640,7 +744,7 @@ async fn write_existing(
             let mut response = merged;
             metadata_mut(&mut response)
                 .insert("resourceVersion".into(), json!(current.mod_revision.to_string()));
-            return Ok(object_response(StatusCode::OK, &response));
+            return Ok(object_response(wire, StatusCode::OK, &response));
         }
         // An object being deleted goes once its last finalizer is removed.
         let finalizers_left =
@@ -652,7 +756,7 @@ async fn write_existing(
                     metadata_mut(&mut response)
                         .insert("resourceVersion".into(), json!(deleted.revision.to_string()));
                     super::crd::after_delete(state, ty, &response).await;
-                    return Ok(object_response(StatusCode::OK, &response));
+                    return Ok(object_response(wire, StatusCode::OK, &response));
                 }
                 Err(StorageError::Conflict { .. } | StorageError::NotFound { .. })
                     if precondition.is_none() =>
@@ -666,7 +770,7 @@ async fn write_existing(
             Ok(stored) => {
                 let response = stamped(&stored, stored.mod_revision)?;
                 super::crd::after_write(state, ty, Some(&response)).await;
-                return Ok(object_response(StatusCode::OK, &response));
+                return Ok(object_response(wire, StatusCode::OK, &response));
             }
             Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
             Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
@@ -681,12 +785,13 @@ pub async fn delete(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let ty = target.ty();
     let name = target.name.clone().expect("an item path");
     let key = target.key(&name);
     let options =
-        if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_body(headers, body)? };
+        if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_options(headers, body)? };
     let dry_run = query.dry_run
         || options
             .get("dryRun")
@@ -729,7 +834,7 @@ pub async fn delete(
             }
         }
         if dry_run {
-            return Ok(object_response(StatusCode::OK, &object));
+            return Ok(object_response(wire, StatusCode::OK, &object));
         }
         let has_finalizers = object
             .pointer("/metadata/finalizers")
@@ -738,14 +843,18 @@ pub async fn delete(
         if has_finalizers {
             // Marked for deletion; it goes when its finalizers are removed.
             if object.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(object_response(StatusCode::ACCEPTED, &object));
+                return Ok(object_response(wire, StatusCode::ACCEPTED, &object));
             }
             let metadata = metadata_mut(&mut object);
             metadata.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             match storage.update(&key, encode_for_storage(&object), current.mod_revision).await {
                 Ok(stored) => {
-                    return Ok(object_response(StatusCode::ACCEPTED, &stamped(&stored, stored.mod_revision)?))
+                    return Ok(object_response(
+                        wire,
+                        StatusCode::ACCEPTED,
+                        &stamped(&stored, stored.mod_revision)?,
+                    ))
                 }
                 Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
                 Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
@@ -757,7 +866,7 @@ pub async fn delete(
         match storage.delete(&key, Some(current.mod_revision)).await {
             Ok(_) => {
                 super::crd::after_delete(state, ty, &object).await;
-                return Ok(object_response(StatusCode::OK, &object));
+                return Ok(object_response(wire, StatusCode::OK, &object));
             }
             Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
             Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(target.subject(&name))),
@@ -801,6 +910,7 @@ pub async fn delete_collection(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let filter = watch_filter(target, query)?;
     let request = ListRequest { filter, limit: None, continue_from: None, version: ReadVersion::Consistent };
@@ -818,14 +928,14 @@ pub async fn delete_collection(
             name: Some(object.name.clone()),
             subresource: None,
         };
-        match delete(state, &item, query, headers, body).await {
+        match delete(state, &item, query, headers, body, wire).await {
             Ok(_) => deleted.push(Arc::clone(object)),
             Err(error) if error.code == StatusCode::NOT_FOUND => {}
             Err(error) => return Err(error),
         }
     }
     let revision = state.registry.storage().current_revision().await.unwrap_or(listed.revision);
-    Ok(json_response(StatusCode::OK, list_body(target.ty(), &deleted, revision, None)))
+    list_response(wire, target.ty(), &deleted, revision, None)
 }
 
 /// Which handler a method on a path goes to.
@@ -839,15 +949,16 @@ pub async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let item = target.name.is_some();
     let status = target.subresource.is_some();
+    let wire = negotiate::response_wire(headers, target.ty().protobuf())?;
     match (method, item, status) {
-        (&Method::GET, true, _) => get(target, query).await,
-        (&Method::GET, false, _) if query.watch => super::watch::watch(state, target, query).await,
-        (&Method::GET, false, _) => list(target, query, headers).await,
-        (&Method::POST, false, _) => create(state, target, query, headers, body).await,
-        (&Method::PUT, true, _) => update(state, target, query, headers, body).await,
-        (&Method::PATCH, true, _) => patch(state, target, query, headers, body).await,
-        (&Method::DELETE, true, false) => delete(state, target, query, headers, body).await,
-        (&Method::DELETE, false, _) => delete_collection(state, target, query, headers, body).await,
+        (&Method::GET, true, _) => get(target, query, wire).await,
+        (&Method::GET, false, _) if query.watch => super::watch::watch(state, target, query, wire).await,
+        (&Method::GET, false, _) => list(target, query, headers, wire).await,
+        (&Method::POST, false, _) => create(state, target, query, headers, body, wire).await,
+        (&Method::PUT, true, _) => update(state, target, query, headers, body, wire).await,
+        (&Method::PATCH, true, _) => patch(state, target, query, headers, body, wire).await,
+        (&Method::DELETE, true, false) => delete(state, target, query, headers, body, wire).await,
+        (&Method::DELETE, false, _) => delete_collection(state, target, query, headers, body, wire).await,
         (method, _, _) => Err(ApiError::method_not_allowed(method)),
     }
 }

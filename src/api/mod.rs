@@ -10,6 +10,7 @@
 //! - `watch`: watch streams;
 //! - `discovery`: discovery and OpenAPI documents;
 //! - `crd`: CustomResourceDefinitions;
+//! - `negotiate`: JSON or protobuf, from `Accept` and `Content-Type`;
 //! - `status`: errors as `Status` objects.
 
 use std::convert::Infallible;
@@ -35,6 +36,7 @@ pub mod crd;
 pub mod discovery;
 pub mod handlers;
 pub mod metrics;
+pub mod negotiate;
 pub mod request;
 pub mod status;
 pub mod watch;
@@ -166,6 +168,7 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
         },
         _ => None,
     };
+    let error_wire = negotiate::error_wire(request.headers());
     let result = if is_watch {
         route(state, request).await
     } else {
@@ -174,7 +177,7 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
             Err(_) => Err(ApiError::unavailable("the request did not complete in time")),
         }
     };
-    result.unwrap_or_else(|error| error.to_response())
+    result.unwrap_or_else(|error| error.to_response_in(error_wire))
 }
 
 async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {

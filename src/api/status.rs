@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 use serde_json::{json, Value};
 
+use crate::cacher::object::Wire;
 use crate::cacher::CacheError;
 use crate::storage::StorageError;
 use crate::validation::Cause;
@@ -143,12 +144,21 @@ impl ApiError {
         )
     }
 
-    /// 415 UnsupportedMediaType.
-    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+    /// 415 UnsupportedMediaType; `accepted` lists the media types the resource takes.
+    pub fn unsupported_media_type(content_type: &str, accepted: &str) -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json (got {content_type:?})"),
+            format!("the body of the request was in an unknown format - accepted media types include: {accepted} (got {content_type:?})"),
+        )
+    }
+
+    /// 406 NotAcceptable; `accepted` lists the media types the resource is served in.
+    pub fn not_acceptable(accepted: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            format!("only the following media types are accepted: {accepted}"),
         )
     }
 
@@ -253,16 +263,26 @@ impl ApiError {
         status
     }
 
-    /// The HTTP response.
+    /// The HTTP response, with a JSON Status.
     pub fn to_response(&self) -> http::Response<super::Body> {
+        self.to_response_in(Wire::Json)
+    }
+
+    /// The HTTP response, with the Status in `wire`'s form.
+    pub fn to_response_in(&self, wire: Wire) -> http::Response<super::Body> {
         let mut response = http::Response::builder()
             .status(self.code)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, super::negotiate::content_type(wire))
             .header(header::CACHE_CONTROL, "no-cache, private");
         if let Some(seconds) = self.retry_after {
             response = response.header(header::RETRY_AFTER, seconds.to_string());
         }
-        let body = serde_json::to_vec(&self.to_status()).expect("Status encodes");
+        let body = match wire {
+            Wire::Json => serde_json::to_vec(&self.to_status()).expect("Status encodes"),
+            Wire::Protobuf => {
+                crate::protobuf::schema().encode_object(&self.to_status()).expect("Status encodes")
+            }
+        };
         response.body(super::full(Bytes::from(body))).expect("valid response")
     }
 }

@@ -1,4 +1,6 @@
-//! Watch responses: newline-delimited JSON events streamed over chunked HTTP/1.1 or HTTP/2.
+//! Watch responses: newline-delimited JSON events, or length-prefixed protobuf frames
+//! (`application/vnd.kubernetes.protobuf;stream=watch`), streamed over chunked HTTP/1.1 or
+//! HTTP/2.
 //!
 //! The response body ([`WatchBody`]) implements `hyper::body::Body` (`http_body::Body`) itself and pulls from the
 //! resource's [`CacheWatch`] as the connection can take it: no task, channel or timer of its
@@ -25,10 +27,11 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::handlers::Target;
+use super::negotiate;
 use super::request::Query;
 use super::status::ApiError;
 use super::{ApiState, Body};
-use crate::cacher::object::event_line;
+use crate::cacher::object::{event_line, Wire};
 use crate::cacher::ring::TooOld;
 use crate::cacher::watcher::{Filled, LineBuffer};
 use crate::cacher::{CacheError, CacheWatch};
@@ -37,7 +40,12 @@ use crate::cacher::{CacheError, CacheWatch};
 const IDLE_BUFFER_LIMIT: usize = 16 << 10;
 
 /// GET with `watch=true` on a collection.
-pub async fn watch(state: &ApiState, target: &Target, query: &Query) -> Result<Response<Body>, ApiError> {
+pub async fn watch(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    wire: Wire,
+) -> Result<Response<Body>, ApiError> {
     let filter = super::handlers::watch_filter(target, query)?;
     let cacher = &target.resource.cacher;
     let start = query.watch_start(cacher.revision())?;
@@ -55,12 +63,15 @@ pub async fn watch(state: &ApiState, target: &Target, query: &Query) -> Result<R
     };
     let timeout = watch_timeout(query.timeout_seconds, state.min_request_timeout);
     let body = match first {
-        Ok(watch) => WatchBody::new(watch, timeout).boxed_unsync(),
-        Err(too_old) => error_body(too_old),
+        Ok(mut watch) => {
+            watch.set_wire(wire);
+            WatchBody::new(watch, timeout).boxed_unsync()
+        }
+        Err(too_old) => error_body(too_old, wire),
     };
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, negotiate::watch_content_type(wire))
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(body)
         .expect("valid response"))
@@ -80,14 +91,20 @@ pub fn watch_timeout(timeout_seconds: Option<u64>, min_request_timeout: Duration
     }
 }
 
-/// The ERROR event for a watcher that fell behind: a 410 Expired Status.
-pub fn expired_line(too_old: TooOld) -> Bytes {
+/// The ERROR event for a watcher that fell behind: a 410 Expired Status, in `wire`'s form.
+pub fn expired_line(too_old: TooOld, wire: Wire) -> Bytes {
     let status = ApiError::expired(too_old.to_string()).to_status();
-    event_line("ERROR", &serde_json::to_vec(&status).expect("Status encodes"))
+    match wire {
+        Wire::Json => event_line("ERROR", &serde_json::to_vec(&status).expect("Status encodes")),
+        Wire::Protobuf => {
+            let schema = crate::protobuf::schema();
+            Bytes::from(schema.watch_frame("ERROR", &schema.encode_object(&status).expect("Status encodes")))
+        }
+    }
 }
 
-fn error_body(too_old: TooOld) -> Body {
-    let line = expired_line(too_old);
+fn error_body(too_old: TooOld, wire: Wire) -> Body {
+    let line = expired_line(too_old, wire);
     let stream = futures_util::stream::once(async move { Ok(Frame::data(line)) });
     StreamBody::new(stream).boxed_unsync()
 }
@@ -138,7 +155,7 @@ impl hyper::body::Body for WatchBody {
         match this.watch.poll_fill(cx, &mut this.buffer) {
             Poll::Ready(Some(Filled::Lines)) => Poll::Ready(Some(Ok(Frame::data(this.buffer.take())))),
             Poll::Ready(Some(Filled::Expired(too_old))) => {
-                let line = expired_line(too_old);
+                let line = expired_line(too_old, this.watch.wire());
                 if this.buffer.lines > 0 {
                     this.last = Some(line);
                     return Poll::Ready(Some(Ok(Frame::data(this.buffer.take()))));

@@ -16,8 +16,19 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
+use crate::protobuf::{self, ProtobufError};
 use crate::selector::FieldSource;
 use crate::storage::Revision;
+
+/// How a watcher or reader wants objects: newline-delimited JSON or Kubernetes protobuf.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// JSON; watch events as `{"type":...,"object":...}\n` lines.
+    #[default]
+    Json,
+    /// `application/vnd.kubernetes.protobuf`; watch events as length-prefixed frames.
+    Protobuf,
+}
 
 /// What the cache needs to know about one resource type.
 #[derive(Clone, Debug)]
@@ -75,6 +86,10 @@ pub struct CachedObject {
     /// The object's JSON, with `metadata.resourceVersion` set.
     pub json: Bytes,
     added_line: OnceLock<Bytes>,
+    /// The object in protobuf (`k8s\0` envelope), built on first use by a protobuf reader.
+    protobuf: OnceLock<Result<Bytes, ProtobufError>>,
+    /// The protobuf watch frame that adds this object, built on first use.
+    added_frame: OnceLock<Bytes>,
 }
 
 impl CachedObject {
@@ -120,6 +135,8 @@ impl CachedObject {
             revision,
             json,
             added_line: OnceLock::new(),
+            protobuf: OnceLock::new(),
+            added_frame: OnceLock::new(),
         })
     }
 
@@ -143,10 +160,80 @@ impl CachedObject {
         self.added_line.get_or_init(|| event_line("ADDED", &self.json))
     }
 
+    /// The object in Kubernetes protobuf (`k8s\0` and a `runtime.Unknown`), encoded from its
+    /// JSON once, on first use, and shared by every protobuf reader and watcher after that.
+    pub fn protobuf(&self, resource: &ResourceConfig) -> Result<&Bytes, ProtobufError> {
+        self.protobuf
+            .get_or_init(|| encode_protobuf(&self.json, resource).map(Bytes::from))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The ADDED event for this object in `wire`'s form, built once per form.
+    pub fn added_line_for(&self, wire: Wire, resource: &ResourceConfig) -> &Bytes {
+        match wire {
+            Wire::Json => self.added_line_ref(),
+            Wire::Protobuf => self.added_frame.get_or_init(|| protobuf_frame("ADDED", self, resource)),
+        }
+    }
+
     /// The approximate memory this object holds, for the ring's byte bound.
     pub fn size(&self) -> usize {
-        self.json.len() + self.key.len() + std::mem::size_of::<CachedObject>()
+        self.json.len()
+            + self.key.len()
+            + std::mem::size_of::<CachedObject>()
+            + self.protobuf.get().and_then(|encoded| encoded.as_ref().ok()).map_or(0, Bytes::len)
+            + self.added_frame.get().map_or(0, Bytes::len)
     }
+}
+
+/// An object's JSON in protobuf, as `resource`'s kind when the JSON does not say.
+fn encode_protobuf(json: &[u8], resource: &ResourceConfig) -> Result<Vec<u8>, ProtobufError> {
+    let object: Value =
+        serde_json::from_slice(json).map_err(|error| ProtobufError::new(error.to_string()))?;
+    let text = |name: &str, fallback: &str| {
+        object
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+            .unwrap_or(fallback)
+            .to_owned()
+    };
+    let mut out = Vec::with_capacity(json.len());
+    protobuf::schema().encode_object_as(
+        &text("apiVersion", &resource.api_version),
+        &text("kind", &resource.kind),
+        &object,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// The protobuf watch frame of an event on `object`. An object that cannot be encoded (stored
+/// before writes were checked against the schema) becomes an ERROR event that says why.
+fn protobuf_frame(event_type: &str, object: &CachedObject, resource: &ResourceConfig) -> Bytes {
+    match object.protobuf(resource) {
+        Ok(encoded) => Bytes::from(protobuf::schema().watch_frame(event_type, encoded)),
+        Err(error) => {
+            tracing::warn!(key = %object.key, %error, "a cached object has no protobuf form");
+            error_frame(&format!("the object {} cannot be encoded as protobuf: {error}", object.key))
+        }
+    }
+}
+
+/// An ERROR watch frame with a 500 InternalError Status.
+fn error_frame(message: &str) -> Bytes {
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "InternalError",
+        "code": 500,
+    });
+    let encoded = protobuf::schema().encode_object(&status).expect("a Status encodes");
+    Bytes::from(protobuf::schema().watch_frame("ERROR", &encoded))
 }
 
 impl FieldSource for CachedObject {
@@ -225,6 +312,9 @@ pub struct CachedEvent {
     /// The event as it is, built when the event is created.
     line: Bytes,
     deleted_line: OnceLock<Bytes>,
+    /// The event as it is and as DELETED, as protobuf frames, built on first use.
+    frame: OnceLock<Bytes>,
+    deleted_frame: OnceLock<Bytes>,
 }
 
 /// Which line a watcher sends for an event, after its selectors are applied to the object
@@ -252,7 +342,17 @@ impl CachedEvent {
             EventType::Added => object.added_line(),
             _ => event_line(kind.as_str(), &object.json),
         };
-        CachedEvent { seq, kind, object, prev, received: Instant::now(), line, deleted_line: OnceLock::new() }
+        CachedEvent {
+            seq,
+            kind,
+            object,
+            prev,
+            received: Instant::now(),
+            line,
+            deleted_line: OnceLock::new(),
+            frame: OnceLock::new(),
+            deleted_frame: OnceLock::new(),
+        }
     }
 
     /// The revision of the write.
@@ -297,6 +397,30 @@ impl CachedEvent {
         }
     }
 
+    /// The event for `delivery` in `wire`'s form: JSON lines as [`CachedEvent::line_ref`];
+    /// protobuf frames built on first use, once per event and kind, shared by every protobuf
+    /// watcher (and never built when none watches).
+    pub fn line_for(&self, wire: Wire, delivery: Delivery, resource: &ResourceConfig) -> &Bytes {
+        match wire {
+            Wire::Json => self.line_ref(delivery, resource),
+            Wire::Protobuf => match (delivery, self.kind) {
+                (Delivery::AsAdded, _) | (Delivery::AsIs, EventType::Added) => {
+                    self.object.added_line_for(wire, resource)
+                }
+                (Delivery::AsIs, kind) => {
+                    self.frame.get_or_init(|| protobuf_frame(kind.as_str(), &self.object, resource))
+                }
+                (Delivery::AsDeleted, _) => self.deleted_frame.get_or_init(|| {
+                    let prev = self.prev.as_ref().expect("a modification has a previous state");
+                    match prev.restamped(self.revision(), resource) {
+                        Ok(restamped) => protobuf_frame("DELETED", &restamped, resource),
+                        Err(_) => protobuf_frame("DELETED", prev, resource),
+                    }
+                }),
+            },
+        }
+    }
+
     /// The approximate memory this event holds, for the ring's byte bound.
     pub fn size(&self) -> usize {
         self.object.size()
@@ -318,6 +442,35 @@ pub fn bookmark_line(resource: &ResourceConfig, revision: Revision, initial_even
         "metadata": metadata,
     });
     event_line("BOOKMARK", &serde_json::to_vec(&object).expect("JSON value encodes"))
+}
+
+/// A BOOKMARK event at `revision` in `wire`'s form (see [`bookmark_line`]).
+pub fn bookmark_line_for(
+    wire: Wire,
+    resource: &ResourceConfig,
+    revision: Revision,
+    initial_events_end: bool,
+) -> Bytes {
+    match wire {
+        Wire::Json => bookmark_line(resource, revision, initial_events_end),
+        Wire::Protobuf => {
+            let mut metadata = serde_json::json!({ "resourceVersion": revision.to_string() });
+            if initial_events_end {
+                metadata["annotations"] = serde_json::json!({ "k8s.io/initial-events-end": "true" });
+            }
+            let object = serde_json::json!({ "metadata": metadata });
+            let mut encoded = Vec::new();
+            match protobuf::schema().encode_object_as(
+                &resource.api_version,
+                &resource.kind,
+                &object,
+                &mut encoded,
+            ) {
+                Ok(()) => Bytes::from(protobuf::schema().watch_frame("BOOKMARK", &encoded)),
+                Err(error) => error_frame(&format!("a bookmark cannot be encoded as protobuf: {error}")),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -382,5 +535,78 @@ mod tests {
         assert_eq!(bookmark["type"], "BOOKMARK");
         assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "7");
         assert_eq!(bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    }
+
+    fn config_maps() -> ResourceConfig {
+        ResourceConfig {
+            prefix: "/configmaps/".into(),
+            kind: "ConfigMap".into(),
+            api_version: "v1".into(),
+            namespaced: true,
+            selectable_fields: vec![],
+            indexed_field: None,
+        }
+    }
+
+    #[test]
+    fn protobuf_frames_are_built_once_and_only_for_protobuf_watchers() {
+        let resource = config_maps();
+        let decode = |revision, data: &str| {
+            let value = format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c","namespace":"ns"}},"data":{{"k":"{data}"}}}}"#
+            );
+            Arc::new(CachedObject::decode("/configmaps/ns/c", value.as_bytes(), revision, &resource).unwrap())
+        };
+        let (old, new) = (decode(5, "a"), decode(9, "b"));
+        let event = CachedEvent::new(0, EventType::Modified, Arc::clone(&new), Some(Arc::clone(&old)));
+
+        // JSON watchers pay nothing for protobuf.
+        for delivery in [Delivery::AsIs, Delivery::AsAdded, Delivery::AsDeleted] {
+            event.line_for(Wire::Json, delivery, &resource);
+        }
+        assert!(event.frame.get().is_none() && event.deleted_frame.get().is_none());
+        assert!(new.protobuf.get().is_none() && new.added_frame.get().is_none());
+
+        // A protobuf frame is built on first use and then shared: the same bytes each time.
+        let first = event.line_for(Wire::Protobuf, Delivery::AsIs, &resource).clone();
+        let again = event.line_for(Wire::Protobuf, Delivery::AsIs, &resource).clone();
+        assert_eq!(first.as_ptr(), again.as_ptr());
+        let schema = protobuf::schema();
+        let len = u32::from_be_bytes(first[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, first.len() - 4);
+        let (kind, object) = schema.decode_watch_event(&first[4..]).unwrap();
+        assert_eq!(kind, "MODIFIED");
+        assert_eq!(object, serde_json::from_slice::<Value>(&new.json).unwrap());
+
+        // Transitions: ADDED shares the object's frame; DELETED shows the old state at the
+        // event's revision.
+        let added = event.line_for(Wire::Protobuf, Delivery::AsAdded, &resource).clone();
+        assert_eq!(added.as_ptr(), new.added_line_for(Wire::Protobuf, &resource).as_ptr());
+        let deleted = event.line_for(Wire::Protobuf, Delivery::AsDeleted, &resource).clone();
+        let (kind, object) = schema.decode_watch_event(&deleted[4..]).unwrap();
+        assert_eq!((kind.as_str(), object["data"]["k"].as_str()), ("DELETED", Some("a")));
+        assert_eq!(object["metadata"]["resourceVersion"], "9");
+        // The JSON line was not rebuilt or touched by any of this.
+        assert_eq!(
+            event.line_ref(Delivery::AsIs, &resource).as_ptr(),
+            event.line_for(Wire::Json, Delivery::AsIs, &resource).as_ptr()
+        );
+
+        let bookmark = bookmark_line_for(Wire::Protobuf, &resource, 12, true);
+        let (kind, object) = schema.decode_watch_event(&bookmark[4..]).unwrap();
+        assert_eq!(kind, "BOOKMARK");
+        assert_eq!(object["metadata"]["resourceVersion"], "12");
+        assert_eq!(object["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    }
+
+    #[test]
+    fn an_object_without_a_protobuf_form_becomes_an_error_frame() {
+        let resource = config_maps();
+        let value = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":1}}"#;
+        let object = CachedObject::decode("/configmaps/ns/c", value, 3, &resource).unwrap();
+        assert!(object.protobuf(&resource).unwrap_err().to_string().contains("data.k"));
+        let frame = object.added_line_for(Wire::Protobuf, &resource);
+        let (kind, status) = protobuf::schema().decode_watch_event(&frame[4..]).unwrap();
+        assert_eq!((kind.as_str(), status["code"].as_i64()), ("ERROR", Some(500)));
     }
 }

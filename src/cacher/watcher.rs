@@ -61,7 +61,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam::queue::ArrayQueue;
 use futures_util::task::AtomicWaker;
 
-use super::object::{bookmark_line, CachedEvent, CachedObject, Delivery, ResourceConfig};
+use super::object::{bookmark_line_for, CachedEvent, CachedObject, Delivery, ResourceConfig, Wire};
 use super::ring::{EventRing, TooOld};
 use super::store::Snapshot;
 use super::CacherShared;
@@ -374,6 +374,8 @@ pub struct CacheWatch {
     /// A shed found after lines were already in the sink: handed out by the next poll.
     expired: Option<TooOld>,
     ended: bool,
+    /// The form events are handed out in.
+    wire: Wire,
 }
 
 struct InitialEvents {
@@ -424,7 +426,19 @@ impl CacheWatch {
             bookmarks,
             expired: None,
             ended: false,
+            wire: Wire::Json,
         }
+    }
+
+    /// Hands events out in `wire`'s form from now on (JSON lines by default; a protobuf watch
+    /// sets this before its first poll).
+    pub fn set_wire(&mut self, wire: Wire) {
+        self.wire = wire;
+    }
+
+    /// The form events are handed out in.
+    pub fn wire(&self) -> Wire {
+        self.wire
     }
 
     /// The revision everything up to which has been handed out.
@@ -555,7 +569,7 @@ impl CacheWatch {
             }
             last = Some(Arc::clone(&object.key));
             if self.shared.filter.matches(object) {
-                sink.put(object.added_line_ref());
+                sink.put(object.added_line_for(self.wire, &self.resource));
             }
         }
         if full {
@@ -563,7 +577,7 @@ impl CacheWatch {
             return true;
         }
         if initial.initial_events_end {
-            sink.put(&bookmark_line(&self.resource, initial.snapshot.revision, true));
+            sink.put(&bookmark_line_for(self.wire, &self.resource, initial.snapshot.revision, true));
         }
         self.initial = None;
         sink.size().0 > start
@@ -666,7 +680,7 @@ impl CacheWatch {
             // behind an unreliable progress notification the watch was positioned by.
             if event.revision() > self.cursor {
                 if let Some(delivery) = self.shared.filter.delivery(&event) {
-                    sink.put(event.line_ref(delivery, &self.resource));
+                    sink.put(event.line_for(self.wire, delivery, &self.resource));
                 }
                 self.cursor = event.revision();
             }
@@ -693,7 +707,7 @@ impl CacheWatch {
                 return Err(TooOld { requested: self.cursor, oldest: self.ring.oldest_revision() });
             };
             if event.revision() > self.cursor {
-                sink.put(event.line_ref(delivery, &self.resource));
+                sink.put(event.line_for(self.wire, delivery, &self.resource));
                 self.cursor = event.revision();
             }
             self.next_seq = Some(seq + 1);
@@ -729,7 +743,7 @@ impl CacheWatch {
                 self.ring_until = self.ring_until.min(tail);
             }
         }
-        Ok(bookmark_line(&self.resource, self.cursor, false))
+        Ok(bookmark_line_for(self.wire, &self.resource, self.cursor, false))
     }
 }
 
