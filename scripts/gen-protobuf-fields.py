@@ -11,6 +11,8 @@ src/protobuf needs them to produce the JSON that kube-apiserver produces:
     (`ContainerStatus.ready`). Either way its zero value is rendered in JSON. Go's protobuf
     marshaller writes every non-pointer field, so without these a zero on the wire cannot
     tell `replicas: 0` from an absent `generation`;
+  * `@order`: the Go declaration order of a message's fields, which is the order Go renders
+    JSON in (the .proto files list fields by number);
   * `@group`: the API group a package's kinds belong to (its +groupName or GroupName);
   * `array`: a message that stands for a Go slice (`type Verbs []string`), rendered as the
     bare JSON array of its `items`.
@@ -40,7 +42,7 @@ STRUCT = re.compile(r"^type (\w+) struct \{")
 SLICE = re.compile(r"^type (\w+) \[\]\w+\s*$")
 FIELD = re.compile(r"^\s*(?:(\w+)\s+)?(\S+)\s+`([^`]*)`")
 JSON_TAG = re.compile(r'json:"([^"]*)"')
-PROTO_TAG = re.compile(r'protobuf:"\w+,\d+,\w+(?:,name=(\w+))?')
+PROTO_TAG = re.compile(r'protobuf:"([^"]*)"')
 
 rows = []
 for module, repo in REPOS.items():
@@ -68,6 +70,7 @@ for module, repo in REPOS.items():
             if go.endswith("_test.go") or "zz_generated" in go or go.endswith("generated.pb.go"):
                 continue
             struct = None
+            order = []
             for line in git(repo, "show", f"{TAG}:{go}").splitlines():
                 slice_type = SLICE.match(line)
                 if slice_type and slice_type.group(1) in messages:
@@ -78,7 +81,10 @@ for module, repo in REPOS.items():
                     struct = start.group(1) if start.group(1) in messages else None
                     continue
                 if line.startswith("}"):
+                    if struct is not None and order:
+                        rows.append((f"{package}.{struct}", "@order", ",".join(order), "-"))
                     struct = None
+                    order = []
                     continue
                 if struct is None:
                     continue
@@ -93,7 +99,9 @@ for module, repo in REPOS.items():
                 # An embedded struct's tag may omit the name: go-to-protobuf then names the
                 # field after the type, lower camel case (EphemeralContainerCommon).
                 embedded = (name or go_type.split(".")[-1]).lstrip("*")
-                proto_name = proto_name.group(1) or embedded[0].lower() + embedded[1:]
+                named = [part[5:] for part in proto_name.group(1).split(",") if part.startswith("name=")]
+                proto_name = named[0] if named else embedded[0].lower() + embedded[1:]
+                order.append(proto_name)
                 json_parts = json_tag.group(1).split(",")
                 flags = []
                 json_name = json_parts[0]

@@ -69,6 +69,19 @@ fn every_fixture_decodes_to_its_json() {
             Ok(decoded) => {
                 if let Some(difference) = first_difference("", &decoded, &json) {
                     failures.push(format!("{name}: {difference}"));
+                } else {
+                    // Go renders fields in declaration order; so must the decoder.
+                    let (ours, theirs) =
+                        (serde_json::to_string(&decoded).unwrap(), serde_json::to_string(&json).unwrap());
+                    if let Some(at) = ours.bytes().zip(theirs.bytes()).position(|(a, b)| a != b) {
+                        let around =
+                            |text: &str| text[at.saturating_sub(60)..(at + 40).min(text.len())].to_owned();
+                        failures.push(format!(
+                            "{name}: fields in another order:\n  {}\n  {}",
+                            around(&ours),
+                            around(&theirs)
+                        ));
+                    }
                 }
             }
             Err(error) => failures.push(format!("{name}: {error}")),

@@ -40,10 +40,12 @@ impl ProtobufError {
 
     /// The same error, one level further out.
     pub(crate) fn at(mut self, segment: &str) -> Self {
-        self.path = match (self.path.is_empty(), segment.starts_with('[') || self.path.starts_with('[')) {
-            (true, _) => segment.to_owned(),
-            (false, true) => format!("{segment}{}", self.path),
-            (false, false) => format!("{segment}.{}", self.path),
+        self.path = if self.path.is_empty() {
+            segment.to_owned()
+        } else if self.path.starts_with('[') {
+            format!("{segment}{}", self.path)
+        } else {
+            format!("{segment}.{}", self.path)
         };
         self
     }

@@ -96,7 +96,7 @@ impl Field {
 /// One message type.
 #[derive(Debug)]
 pub(crate) struct Message {
-    /// Fields in declaration order (the order Go renders JSON in).
+    /// Fields in Go's declaration order (the order Go renders JSON in).
     pub fields: Vec<Field>,
     /// Indexes into `fields`, by field number (encoding order).
     pub by_number: Vec<usize>,
@@ -138,6 +138,7 @@ impl Schema {
         let mut go_fields: HashMap<&'static str, HashMap<&'static str, GoField>> = HashMap::new();
         let mut arrays: Vec<&str> = Vec::new();
         let mut groups: HashMap<&str, &str> = HashMap::new();
+        let mut orders: HashMap<&str, Vec<&str>> = HashMap::new();
         for line in GO_FIELDS.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
             let mut columns = line.split('\t');
             let (message, field, json, flags) = (
@@ -148,6 +149,10 @@ impl Schema {
             );
             if field == "@group" {
                 groups.insert(message, json);
+                continue;
+            }
+            if field == "@order" {
+                orders.insert(message, json.split(',').collect());
                 continue;
             }
             if flags.split(',').any(|flag| flag == "array") {
@@ -201,7 +206,13 @@ impl Schema {
         for descriptor in &descriptors {
             let name = descriptor.full_name();
             let mut fields = Vec::new();
-            for field in descriptor.fields() {
+            // Go's declaration order (JSON's order); the .proto files list fields by number.
+            let mut declared: Vec<_> = descriptor.fields().collect();
+            if let Some(order) = orders.get(name) {
+                declared
+                    .sort_by_key(|field| order.iter().position(|n| *n == field.name()).unwrap_or(usize::MAX));
+            }
+            for field in declared {
                 let go = go_fields
                     .get_mut(name)
                     .and_then(|fields| fields.remove(field.name()))
