@@ -13,12 +13,17 @@
 //! writer got that write's acknowledgement, both on this process's monotonic clock), and
 //! deliveries against the expected count with missing, duplicate and out-of-order receipts.
 //!
-//! Peers (`FANOUT_PEERS`, comma-separated; all by default), run one after the other:
+//! Peers (`FANOUT_PEERS`, comma-separated; by default all but the two protobuf ones), run one
+//! after the other:
 //!
 //! - `watchcache-embedded`: the `watchcache` binary (`WATCHCACHE_BIN`, default the one cargo
 //!   built) on its embedded store;
 //! - `watchcache-embedded-baseline`: the same with `FANOUT_BASELINE_BIN` (added by default when
 //!   that is set), to compare a build of an older commit in the same run;
+//! - `watchcache-embedded-protobuf`: the same server, every watcher asking for Kubernetes
+//!   protobuf (`application/vnd.kubernetes.protobuf;stream=watch`), not in the default list;
+//! - `watchcache-embedded-mixed`: half the watchers JSON, half protobuf, on the same resource,
+//!   not in the default list;
 //! - `watchcache-embedded-h2`: the W watches as HTTP/2 streams on `FANOUT_H2_CONNECTIONS`
 //!   connections (default 10);
 //! - `watchcache-etcd`: watchcache in front of an etcd 3.4 the scenario starts;
@@ -30,7 +35,8 @@
 //!
 //! Sizes: `FANOUT_WATCHERS` (1,000), `FANOUT_RATE` (500 writes/s), `FANOUT_WRITES` (5,000).
 //! Without `--bench` in its arguments (`cargo test --benches`) it runs a tiny size on
-//! `watchcache-embedded` and `floor` only, and fails unless every write reached every watcher.
+//! `watchcache-embedded`, `watchcache-embedded-mixed` and `floor` only, and fails unless every
+//! write reached every watcher.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -53,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use run::{Kind, Peer};
+use watch::Mix;
 
 /// etcd watches per client connection (the `etcd` and `grpc-proxy` peers).
 pub const ETCD_WATCHES_PER_CONNECTION: usize = 100;
@@ -61,7 +68,7 @@ pub const ETCD_WATCHES_PER_CONNECTION: usize = 100;
 /// SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const H2_STREAMS_PER_CONNECTION: usize = 200;
 
-/// Every peer, in the order they run.
+/// The default peers, in the order they run.
 const ALL_PEERS: &[&str] = &[
     "watchcache-embedded",
     "watchcache-embedded-h2",
@@ -71,6 +78,9 @@ const ALL_PEERS: &[&str] = &[
     "etcd",
     "grpc-proxy",
 ];
+
+/// Peers that run only when `FANOUT_PEERS` names them.
+const MORE_PEERS: &[&str] = &["watchcache-embedded-protobuf", "watchcache-embedded-mixed"];
 
 pub struct Config {
     pub watchers: usize,
@@ -100,14 +110,24 @@ fn peer(name: &str, binary: &Path, baseline: Option<&Path>) -> Result<Peer, Stri
         None => (name, binary.to_path_buf()),
     };
     let kind = match base {
-        "watchcache-embedded" => Kind::Watchcache { binary, etcd: false, http2: false },
-        "watchcache-embedded-h2" => Kind::Watchcache { binary, etcd: false, http2: true },
-        "watchcache-etcd" => Kind::Watchcache { binary, etcd: true, http2: false },
+        "watchcache-embedded" => Kind::Watchcache { binary, etcd: false, http2: false, mix: Mix::Json },
+        "watchcache-embedded-protobuf" => {
+            Kind::Watchcache { binary, etcd: false, http2: false, mix: Mix::Protobuf }
+        }
+        "watchcache-embedded-mixed" => Kind::Watchcache { binary, etcd: false, http2: false, mix: Mix::Half },
+        "watchcache-embedded-h2" => Kind::Watchcache { binary, etcd: false, http2: true, mix: Mix::Json },
+        "watchcache-etcd" => Kind::Watchcache { binary, etcd: true, http2: false, mix: Mix::Json },
         "floor" if base == name => Kind::Floor { coalesce: true },
         "floor-uncoalesced" if base == name => Kind::Floor { coalesce: false },
         "etcd" if base == name => Kind::Etcd { proxy: false },
         "grpc-proxy" if base == name => Kind::Etcd { proxy: true },
-        _ => return Err(format!("unknown peer {name:?}; peers: {}", ALL_PEERS.join(", "))),
+        _ => {
+            return Err(format!(
+                "unknown peer {name:?}; peers: {}, {}",
+                ALL_PEERS.join(", "),
+                MORE_PEERS.join(", ")
+            ))
+        }
     };
     let name = match name.strip_suffix("-baseline") {
         Some(base) => format!("{base} (baseline)"),
@@ -123,7 +143,7 @@ fn config(quick: bool) -> Result<Config, String> {
     let baseline = std::env::var_os("FANOUT_BASELINE_BIN").filter(|bin| !bin.is_empty()).map(PathBuf::from);
     if quick {
         // `cargo test --benches`: seconds, no etcd, whatever the environment says.
-        let peers = ["watchcache-embedded", "floor"]
+        let peers = ["watchcache-embedded", "watchcache-embedded-mixed", "floor"]
             .iter()
             .map(|name| peer(name, &binary, None))
             .collect::<Result<_, _>>()?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::procs::Cpu;
 use crate::run::Measured;
+use crate::watch::Wire;
 
 pub struct Row {
     pub name: String,
@@ -31,7 +32,30 @@ pub struct Figures {
     pub failed: usize,
     pub failures: Vec<(String, usize)>,
     pub bytes_per_event: f64,
+    /// Per wire, when the watchers did not all ask for the same one.
+    pub wires: Vec<WireFigures>,
     pub notes: Vec<String>,
+}
+
+/// The watchers of one wire in a mixed run.
+pub struct WireFigures {
+    pub wire: Wire,
+    pub watchers: usize,
+    /// p50, p99, p999, max of ack→receive, µs.
+    pub latency: Option<[i64; 4]>,
+    pub delivered: u64,
+    pub bytes_per_event: f64,
+}
+
+/// p50, p99, p999 and max of sorted latencies.
+fn percentiles(latencies: &[i32]) -> Option<[i64; 4]> {
+    (!latencies.is_empty()).then(|| {
+        let at = |q: f64| {
+            let index = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+            i64::from(latencies[index])
+        };
+        [at(0.50), at(0.99), at(0.999), i64::from(*latencies.last().unwrap())]
+    })
 }
 
 impl Figures {
@@ -75,7 +99,11 @@ pub fn analyze(measured: Measured, writes: u32, watchers: usize) -> Figures {
     let (mut delivered, mut missing, mut duplicate, mut out_of_order, mut unexpected) = (0u64, 0, 0, 0, 0);
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed = 0;
+    // Per wire: watchers, latencies, deliveries, bytes.
+    let mut wires: BTreeMap<Wire, (usize, Vec<i32>, u64, u64)> = BTreeMap::new();
+    let mixed = measured.receipts.iter().any(|receipts| receipts.wire != measured.receipts[0].wire);
     for receipts in &measured.receipts {
+        let latencies_before = latencies.len();
         seen.fill(0);
         let mut highest = 0;
         let mut distinct = 0u64;
@@ -102,19 +130,33 @@ pub fn analyze(measured: Measured, writes: u32, watchers: usize) -> Figures {
         }
         delivered += distinct;
         missing += u64::from(acked) - distinct;
+        if mixed {
+            let wire = wires.entry(receipts.wire).or_default();
+            wire.0 += 1;
+            wire.1.extend_from_slice(&latencies[latencies_before..]);
+            wire.2 += distinct;
+            wire.3 += receipts.bytes;
+        }
         if let Some(reason) = &receipts.failure {
             failed += 1;
             *failures.entry(reason_kind(reason)).or_default() += 1;
         }
     }
     latencies.sort_unstable();
-    let latency = (!latencies.is_empty()).then(|| {
-        let at = |q: f64| {
-            let index = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
-            i64::from(latencies[index])
-        };
-        [at(0.50), at(0.99), at(0.999), i64::from(*latencies.last().unwrap())]
-    });
+    let latency = percentiles(&latencies);
+    let wires = wires
+        .into_iter()
+        .map(|(wire, (watchers, mut latencies, delivered, bytes))| {
+            latencies.sort_unstable();
+            WireFigures {
+                wire,
+                watchers,
+                latency: percentiles(&latencies),
+                delivered,
+                bytes_per_event: if delivered > 0 { bytes as f64 / delivered as f64 } else { 0.0 },
+            }
+        })
+        .collect();
     let mut failures: Vec<(String, usize)> = failures.into_iter().collect();
     failures.sort_by_key(|failure| std::cmp::Reverse(failure.1));
     let seconds = f64::from(log.last_ack_us.saturating_sub(log.first_sent_us)) / 1e6;
@@ -136,6 +178,7 @@ pub fn analyze(measured: Measured, writes: u32, watchers: usize) -> Figures {
         failed,
         failures,
         bytes_per_event: if delivered > 0 { measured.bytes as f64 / delivered as f64 } else { 0.0 },
+        wires,
         notes: measured.notes,
     }
 }
@@ -245,6 +288,19 @@ pub fn table(rows: &[Row], rate: f64) -> String {
         ));
         if f.unexpected > 0 {
             out.push_str(&format!("  - {} receipts of writes never made\n", f.unexpected));
+        }
+        for wire in &f.wires {
+            let latency = |index: usize| wire.latency.map(|l| ms(l[index])).unwrap_or_else(|| "–".into());
+            out.push_str(&format!(
+                "  - {} watchers ({}): ack→receive p50 {} p99 {} p999 {}; delivered {}; {:.0} bytes per event\n",
+                wire.wire.name(),
+                wire.watchers,
+                latency(0),
+                latency(1),
+                latency(2),
+                count(wire.delivered),
+                wire.bytes_per_event,
+            ));
         }
         for (reason, watchers) in f.failures.iter().take(3) {
             out.push_str(&format!("  - {watchers} watchers failed: {reason}\n"));

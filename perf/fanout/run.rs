@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::procs::{self, Cpu, Process};
-use crate::watch::{self, Receipts, Shared};
+use crate::watch::{self, Mix, Receipts, Shared};
 use crate::write::{self, Target, WriteLog, Writer};
 use crate::{object, Config};
 
@@ -20,8 +20,9 @@ const DRAIN_STALL: Duration = Duration::from_secs(10);
 /// What a peer is.
 #[derive(Clone, Debug)]
 pub enum Kind {
-    /// The watchcache binary: embedded store or etcd behind it; HTTP/1.1 or HTTP/2 watchers.
-    Watchcache { binary: PathBuf, etcd: bool, http2: bool },
+    /// The watchcache binary: embedded store or etcd behind it; HTTP/1.1 or HTTP/2 watchers;
+    /// over HTTP/1.1, JSON or protobuf watchers or half of each.
+    Watchcache { binary: PathBuf, etcd: bool, http2: bool, mix: Mix },
     /// The bare floor server.
     Floor { coalesce: bool },
     /// etcd watched directly, or through `etcd grpc-proxy`.
@@ -89,7 +90,7 @@ fn start(
     shared: &Arc<Shared>,
 ) -> Result<(Running, Target), String> {
     match &peer.kind {
-        Kind::Watchcache { binary, etcd, http2 } => {
+        Kind::Watchcache { binary, etcd, http2, mix } => {
             let mut cluster = None;
             let mut etcd_pid = None;
             let mut etcd_url = None;
@@ -116,7 +117,7 @@ fn start(
                 }
                 watch::spawn_http2(runtime, address, &path, connections, slots, shared);
             } else {
-                watch::spawn_http1(runtime, address, &path, slots, shared);
+                watch::spawn_http1(runtime, address, &path, *mix, slots, shared);
             }
             Ok((running, Target::Watchcache(address)))
         }
@@ -129,7 +130,7 @@ fn start(
                 etcd_pid: None,
             };
             let path = format!("{}?watch=1&resourceVersion=1000", object::COLLECTION_PATH);
-            watch::spawn_http1(runtime, watches, &path, slots, shared);
+            watch::spawn_http1(runtime, watches, &path, Mix::Json, slots, shared);
             Ok((running, Target::Floor(control)))
         }
         Kind::Etcd { proxy } => {

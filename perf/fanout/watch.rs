@@ -1,7 +1,7 @@
-//! The watchers: raw HTTP/1.1 (one TCP connection each), HTTP/2 streams (hyper's client, a few
-//! connections), and etcd watches (etcd-client, 100 per connection). Each records, compactly,
-//! which write it received and when; none fully parses an event: the load generator shares the
-//! machine with the server.
+//! The watchers: raw HTTP/1.1 (one TCP connection each; newline-delimited JSON or Kubernetes
+//! protobuf frames), HTTP/2 streams (hyper's client, a few connections), and etcd watches
+//! (etcd-client, 100 per connection). Each records, compactly, which write it received and when;
+//! none fully parses every event: the load generator shares the machine with the server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -64,11 +64,55 @@ impl Shared {
     }
 }
 
+/// What a watcher asks for and parses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wire {
+    /// Newline-delimited JSON events (`Accept: application/json`).
+    #[default]
+    Json,
+    /// Kubernetes protobuf frames (`Accept: application/vnd.kubernetes.protobuf;stream=watch`).
+    Protobuf,
+}
+
+impl Wire {
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Json => "JSON",
+            Wire::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// The wires of a peer's HTTP/1.1 watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    Json,
+    Protobuf,
+    /// Every other watcher (by index) JSON, the rest protobuf.
+    Half,
+}
+
+impl Mix {
+    pub fn wire(self, index: usize) -> Wire {
+        match self {
+            Mix::Json => Wire::Json,
+            Mix::Protobuf => Wire::Protobuf,
+            Mix::Half if index % 2 == 0 => Wire::Json,
+            Mix::Half => Wire::Protobuf,
+        }
+    }
+}
+
 /// What one watcher received.
 #[derive(Default)]
 pub struct Receipts {
     /// (sequence number, receive time in µs since the start), in the order received.
     pub events: Vec<(u32, u32)>,
+    /// Bytes of the timed events received (event line with its newline, or frame with its
+    /// length; etcd: value).
+    pub bytes: u64,
+    /// What the watcher asked for.
+    pub wire: Wire,
     /// Why the watcher stopped early, if it did.
     pub failure: Option<String>,
     warm: bool,
@@ -93,11 +137,79 @@ pub fn slots(watchers: usize, writes: u32) -> Vec<Slot> {
 pub struct Scanner {
     seq: memmem::Finder<'static>,
     kind: memmem::Finder<'static>,
+    /// The protobuf map entry of `data.seq`: key (field 1, 3 bytes, "seq"), then the value's tag
+    /// (field 2, length-delimited).
+    proto_seq: memmem::Finder<'static>,
+}
+
+/// Reads a protobuf varint.
+fn varint(reader: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (index, &byte) in reader.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            *reader = &reader[index + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The next field of a protobuf message, which must be length-delimited: (number, bytes).
+fn len_field<'a>(reader: &mut &'a [u8]) -> Option<(u64, &'a [u8])> {
+    let key = varint(reader)?;
+    if key & 7 != 2 {
+        return None;
+    }
+    let len = usize::try_from(varint(reader)?).ok()?;
+    let value = reader.get(..len)?;
+    *reader = &reader[len..];
+    Some((key >> 3, value))
+}
+
+/// The `type` (field 1) and the object (field 1 of the `RawExtension` in field 2) of a
+/// `metav1.WatchEvent`. Both fields are length-delimited; the message has no others.
+fn event_parts(event: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mut reader, mut kind, mut object) = (event, None, None);
+    while !reader.is_empty() {
+        match len_field(&mut reader)? {
+            (1, value) => kind = Some(value),
+            (2, mut raw) => {
+                while !raw.is_empty() {
+                    if let (1, value) = len_field(&mut raw)? {
+                        object = Some(value);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((kind?, object?))
 }
 
 impl Scanner {
     pub fn new() -> Scanner {
-        Scanner { seq: memmem::Finder::new(b"\"seq\":\""), kind: memmem::Finder::new(b"\"type\":\"") }
+        Scanner {
+            seq: memmem::Finder::new(b"\"seq\":\""),
+            kind: memmem::Finder::new(b"\"type\":\""),
+            proto_seq: memmem::Finder::new(b"\x0a\x03seq\x12"),
+        }
+    }
+
+    /// The sequence number in a protobuf-encoded ConfigMap: the value of the `data` map entry
+    /// `seq`, a string of digits.
+    fn proto_seq(&self, object: &[u8]) -> Option<u32> {
+        let mut rest = &object[self.proto_seq.find(object)? + 6..];
+        let len = usize::try_from(varint(&mut rest)?).ok()?;
+        let digits = rest.get(..len).filter(|digits| !digits.is_empty())?;
+        let mut value: u32 = 0;
+        for &byte in digits {
+            if !byte.is_ascii_digit() {
+                return None;
+            }
+            value = value.checked_mul(10)?.checked_add(u32::from(byte - b'0'))?;
+        }
+        Some(value)
     }
 
     /// The sequence number in an object's JSON (`"seq":"123"`).
@@ -142,6 +254,7 @@ fn receipt(receipts: &mut Receipts, shared: &Shared, seq: u32, now: u32, size: u
         return;
     }
     receipts.events.push((seq, now));
+    receipts.bytes += size as u64;
     counted.events += 1;
     counted.bytes += size as u64;
     if seq == shared.last && !receipts.finished {
@@ -183,7 +296,8 @@ fn fail(slot: &Slot, shared: &Shared, reason: String) {
     }
 }
 
-/// Handles complete watch event lines: skips BOOKMARKs, fails on ERROR, records the rest.
+/// Handles complete watch events (JSON lines or protobuf frames): skips BOOKMARKs, fails on
+/// ERROR, records the rest.
 struct LineSink<'a> {
     scanner: &'a Scanner,
     shared: &'a Shared,
@@ -212,6 +326,71 @@ impl LineSink<'_> {
             },
         }
     }
+
+    /// One protobuf frame's `metav1.WatchEvent` (the frame without its length). Decoding the
+    /// whole object (`decode_watch_event`: protobuf to a `serde_json::Value`) costs several
+    /// times the server's cost per event, and 1,000 watchers at 500 writes/s would need more
+    /// than the 2 cores for it: like the JSON scan, this reads the event's type from the frame's
+    /// first field and finds `data.seq` in the object's bytes. When `full` is set it also decodes
+    /// the whole event and fails unless that agrees (type, kind, `data.seq`).
+    fn frame(&mut self, receipts: &mut Receipts, event: &[u8], full: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some((kind, object)) = event_parts(event) else {
+            self.error = Some(format!("a malformed watch event frame of {} bytes", event.len()));
+            return;
+        };
+        let seq = match kind {
+            b"BOOKMARK" => None,
+            b"ERROR" => {
+                let shown = match watchcache::protobuf::schema().decode_watch_event(event) {
+                    Ok((_, object)) => object.to_string(),
+                    Err(error) => format!("(undecodable: {error})"),
+                };
+                self.error = Some(format!("ERROR event: {}", shown.chars().take(300).collect::<String>()));
+                return;
+            }
+            _ => match self.scanner.proto_seq(object) {
+                Some(seq) => Some(seq),
+                None => {
+                    self.error = Some(format!(
+                        "{} event without a sequence number ({} bytes)",
+                        String::from_utf8_lossy(kind),
+                        event.len()
+                    ));
+                    return;
+                }
+            },
+        };
+        if full {
+            if let Err(error) = check_frame(event, kind, seq) {
+                self.error = Some(error);
+                return;
+            }
+        }
+        if let Some(seq) = seq {
+            receipt(receipts, self.shared, seq, self.now, event.len() + 4, &mut self.counted);
+        }
+    }
+}
+
+/// Decodes a whole watch event with watchcache's own decoder and checks it against the cheap
+/// scan's type and sequence number.
+fn check_frame(event: &[u8], kind: &[u8], seq: Option<u32>) -> Result<(), String> {
+    let (decoded_kind, object) = watchcache::protobuf::schema()
+        .decode_watch_event(event)
+        .map_err(|error| format!("a watch event frame does not decode: {error}"))?;
+    if decoded_kind.as_bytes() != kind {
+        return Err(format!("frame scanned as {}, decoded as {decoded_kind}", String::from_utf8_lossy(kind)));
+    }
+    let Some(seq) = seq else { return Ok(()) };
+    let decoded_seq = object.pointer("/data/seq").and_then(serde_json::Value::as_str);
+    if object["kind"] != "ConfigMap" || decoded_seq != Some(seq.to_string().as_str()) {
+        let shown: String = object.to_string().chars().take(300).collect();
+        return Err(format!("frame scanned as sequence number {seq}, decoded as {shown}"));
+    }
+    Ok(())
 }
 
 /// Splits a byte stream into lines; copies only a line that spans two reads.
@@ -241,6 +420,87 @@ impl Lines {
             data = &data[end + 1..];
         }
         self.carry.extend_from_slice(data);
+    }
+}
+
+/// The largest protobuf frame a watcher accepts.
+const MAX_FRAME: usize = 16 << 20;
+
+/// Splits a byte stream into length-prefixed protobuf frames; copies only a frame that spans
+/// two reads. The first frame, and every frame when `every` is set, is decoded in full as well.
+struct Frames {
+    carry: Vec<u8>,
+    every: bool,
+    checked_first: bool,
+}
+
+impl Frames {
+    fn new(every: bool) -> Frames {
+        Frames { carry: Vec::new(), every, checked_first: false }
+    }
+
+    fn full(&mut self) -> bool {
+        let first = !self.checked_first;
+        self.checked_first = true;
+        first || self.every
+    }
+
+    fn feed(&mut self, mut data: &[u8], receipts: &mut Receipts, sink: &mut LineSink<'_>) {
+        if !self.carry.is_empty() {
+            if self.carry.len() < 4 {
+                let take = (4 - self.carry.len()).min(data.len());
+                self.carry.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.carry.len() < 4 {
+                    return;
+                }
+            }
+            let Some(size) = Self::size(&self.carry, sink) else { return };
+            let take = (4 + size - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() < 4 + size {
+                return;
+            }
+            let full = self.full();
+            sink.frame(receipts, &self.carry[4..], full);
+            self.carry.clear();
+        }
+        while data.len() >= 4 {
+            let Some(size) = Self::size(data, sink) else { return };
+            if data.len() < 4 + size {
+                break;
+            }
+            let full = self.full();
+            sink.frame(receipts, &data[4..4 + size], full);
+            data = &data[4 + size..];
+        }
+        self.carry.extend_from_slice(data);
+    }
+
+    /// The length in a frame's first 4 bytes; an absurd one is an error.
+    fn size(head: &[u8], sink: &mut LineSink<'_>) -> Option<usize> {
+        let size = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        if size > MAX_FRAME {
+            sink.error.get_or_insert_with(|| format!("a frame of {size} bytes: the stream is out of step"));
+            return None;
+        }
+        Some(size)
+    }
+}
+
+/// How a watcher splits its body into events.
+enum Splitter {
+    Lines(Lines),
+    Frames(Frames),
+}
+
+impl Splitter {
+    fn feed(&mut self, data: &[u8], receipts: &mut Receipts, sink: &mut LineSink<'_>) {
+        match self {
+            Splitter::Lines(lines) => lines.feed(data, receipts, sink),
+            Splitter::Frames(frames) => frames.feed(data, receipts, sink),
+        }
     }
 }
 
@@ -327,22 +587,41 @@ async fn connect(address: SocketAddr) -> Result<TcpStream, String> {
     }
 }
 
-/// Starts one raw HTTP/1.1 watcher per slot, each on its own connection.
+/// The `Content-Type` of a protobuf watch response (lowercase).
+const PROTOBUF_WATCH: &str = "application/vnd.kubernetes.protobuf;stream=watch";
+
+/// Starts one raw HTTP/1.1 watcher per slot, each on its own connection, asking for JSON or
+/// protobuf as `mix` says. The first protobuf watcher decodes every frame in full besides
+/// scanning it (a check of the scan; one watcher's worth of decoding is cheap).
 pub fn spawn_http1(
     runtime: &tokio::runtime::Runtime,
     address: SocketAddr,
     path: &str,
+    mix: Mix,
     slots: &[Slot],
     shared: &Arc<Shared>,
 ) {
     let scanner = Arc::new(Scanner::new());
     let buffer = (256 << 20) / slots.len().max(1);
     let buffer = buffer.clamp(4 << 10, 64 << 10);
-    for slot in slots {
+    let first_protobuf = (0..slots.len()).find(|&index| mix.wire(index) == Wire::Protobuf);
+    for (index, slot) in slots.iter().enumerate() {
+        let wire = mix.wire(index);
+        slot.lock().unwrap().wire = wire;
+        let accept = match wire {
+            Wire::Json => "application/json",
+            Wire::Protobuf => PROTOBUF_WATCH,
+        };
+        let splitter = match wire {
+            Wire::Json => Splitter::Lines(Lines::default()),
+            Wire::Protobuf => Splitter::Frames(Frames::new(Some(index) == first_protobuf)),
+        };
         let (slot, shared, scanner) = (Arc::clone(slot), Arc::clone(shared), Arc::clone(&scanner));
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: {accept}\r\n\r\n");
         runtime.spawn(async move {
-            if let Err(reason) = http1_watch(address, &request, buffer, &slot, &shared, &scanner).await {
+            if let Err(reason) =
+                http1_watch(address, &request, buffer, splitter, &slot, &shared, &scanner).await
+            {
                 fail(&slot, &shared, reason);
             }
         });
@@ -353,6 +632,7 @@ async fn http1_watch(
     address: SocketAddr,
     request: &str,
     buffer: usize,
+    mut splitter: Splitter,
     slot: &Slot,
     shared: &Shared,
     scanner: &Scanner,
@@ -387,10 +667,15 @@ async fn http1_watch(
     if !headers.contains("transfer-encoding: chunked") {
         return Err("the watch response is not chunked".into());
     }
+    if let Splitter::Frames(_) = splitter {
+        let content_type = headers.lines().find_map(|line| line.strip_prefix("content-type:"));
+        if content_type.map(str::trim) != Some(PROTOBUF_WATCH) {
+            return Err(format!("a protobuf watch answered with content-type {content_type:?}"));
+        }
+    }
     drop(permit);
     shared.established.fetch_add(1, Ordering::Relaxed);
     let mut chunked = Chunked::new();
-    let mut lines = Lines::default();
     let mut pending = head.split_off(body_start);
     loop {
         let data: &[u8] = if pending.is_empty() {
@@ -406,7 +691,7 @@ async fn http1_watch(
             LineSink { scanner, shared, now: shared.now_us(), counted: Counted::default(), error: None };
         let ended = {
             let mut receipts = slot.lock().unwrap();
-            chunked.feed(data, |piece| lines.feed(piece, &mut receipts, &mut sink))?
+            chunked.feed(data, |piece| splitter.feed(piece, &mut receipts, &mut sink))?
         };
         pending.clear();
         sink.counted.add_to(shared);
@@ -603,24 +888,53 @@ async fn etcd_watch(
 }
 
 /// Feeds a chunked body of known events, split in two at every byte and byte by byte, through
-/// the decoder and the line scanner (the quick mode runs it).
+/// the decoder and the line scanner, then the same as protobuf frames through the frame splitter
+/// and scanner, every frame also decoded in full (the quick mode runs it).
 pub fn self_check() -> Result<(), String> {
+    let lines: Vec<Vec<u8>> =
+        (1..=3).map(|seq| crate::object::event_line(seq, 10 + u64::from(seq))).collect();
+    let bookmark = b"{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n";
+    check_body("JSON", &lines, bookmark, || Splitter::Lines(Lines::default()))?;
+
+    let schema = watchcache::protobuf::schema();
+    let encode = |json: &[u8]| -> Result<Vec<u8>, String> {
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(|error| error.to_string())?;
+        schema.encode_object(&value).map_err(|error| format!("cannot encode {value}: {error}"))
+    };
+    let frames = (1..=3)
+        .map(|seq| {
+            Ok(schema
+                .watch_frame("MODIFIED", &encode(&crate::object::configmap(seq, Some(10 + u64::from(seq))))?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let bookmark = schema.watch_frame(
+        "BOOKMARK",
+        &encode(br#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"resourceVersion":"12"}}"#)?,
+    );
+    check_body("protobuf", &frames, &bookmark, || Splitter::Frames(Frames::new(true)))
+}
+
+/// Three events and a bookmark (after the second) in a chunked body, fed whole, byte by byte and
+/// split in two at every byte: each must give sequence numbers 1, 2, 3 and the body's end.
+fn check_body(
+    what: &str,
+    events: &[Vec<u8>],
+    bookmark: &[u8],
+    splitter: impl Fn() -> Splitter,
+) -> Result<(), String> {
     fn chunk(body: &mut Vec<u8>, payload: &[u8], extension: &str) {
         body.extend_from_slice(format!("{:X}{extension}\r\n", payload.len()).as_bytes());
         body.extend_from_slice(payload);
         body.extend_from_slice(b"\r\n");
     }
-    let events: Vec<Vec<u8>> =
-        (1..=3).map(|seq| crate::object::event_line(seq, 10 + u64::from(seq))).collect();
-    let bookmark = b"{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n";
     let mut body = Vec::new();
     chunk(&mut body, &[&events[0][..], &events[1][..100]].concat(), "");
-    chunk(&mut body, &[&events[1][100..], &bookmark[..]].concat(), ";name=value");
+    chunk(&mut body, &[&events[1][100..], bookmark].concat(), ";name=value");
     chunk(&mut body, &events[2], "");
     body.extend_from_slice(b"0\r\n\r\n");
     let decode = |parts: &mut dyn Iterator<Item = &[u8]>| -> Result<(Vec<u32>, bool), String> {
         let (shared, scanner) = (Shared::new(3), Scanner::new());
-        let (mut receipts, mut chunked, mut lines) = (Receipts::default(), Chunked::new(), Lines::default());
+        let (mut receipts, mut chunked, mut splitter) = (Receipts::default(), Chunked::new(), splitter());
         let mut ended = false;
         for part in parts {
             let mut sink = LineSink {
@@ -630,9 +944,9 @@ pub fn self_check() -> Result<(), String> {
                 counted: Counted::default(),
                 error: None,
             };
-            ended = chunked.feed(part, |piece| lines.feed(piece, &mut receipts, &mut sink))?;
+            ended = chunked.feed(part, |piece| splitter.feed(piece, &mut receipts, &mut sink))?;
             if let Some(error) = sink.error {
-                return Err(error);
+                return Err(format!("{what}: {error}"));
             }
         }
         Ok((receipts.events.iter().map(|&(seq, _)| seq).collect(), ended))
@@ -644,7 +958,7 @@ pub fn self_check() -> Result<(), String> {
     }
     for (how, (seqs, ended)) in outcomes {
         if seqs != [1, 2, 3] || !ended {
-            return Err(format!("chunked decoding, {how}: sequence numbers {seqs:?}, ended {ended}"));
+            return Err(format!("{what} chunked decoding, {how}: sequence numbers {seqs:?}, ended {ended}"));
         }
     }
     Ok(())
