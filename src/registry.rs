@@ -47,6 +47,26 @@ pub struct ResourceType {
     /// Whether the type has a `status` subresource (status is then ignored by the main
     /// resource's updates, and only changed through `/status`).
     pub status_subresource: bool,
+    /// A custom resource version's `additionalPrinterColumns`, as its definition gives them
+    /// (empty for built-in types, whose Table columns are kube's printers, `api::printers`).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One of a CustomResourceDefinition version's `additionalPrinterColumns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrinterColumn {
+    /// The column's header, e.g. `Replicas`.
+    pub name: String,
+    /// Its OpenAPI type: `integer`, `number`, `string`, `boolean` or `date`.
+    pub kind: String,
+    /// Its OpenAPI format, e.g. `int32` (may be empty).
+    pub format: String,
+    /// Its description (may be empty).
+    pub description: String,
+    /// 0 for the default view, more for `-o wide`.
+    pub priority: i64,
+    /// The simple JSONPath of the value, e.g. `.spec.replicas`.
+    pub json_path: String,
 }
 
 impl ResourceType {
@@ -339,6 +359,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
             indexed_field: declaration.indexed.map(str::to_owned),
             name_rule: declaration.name_rule,
             status_subresource: declaration.status,
+            printer_columns: Vec::new(),
         })
         .collect()
 }

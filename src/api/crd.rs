@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::ApiState;
 use crate::cacher::{ReadVersion, WatchFilter, WatchItem, WatchStart};
-use crate::registry::{Registry, ResourceType};
+use crate::registry::{PrinterColumn, Registry, ResourceType};
 use crate::validation::{Cause, NameRule};
 
 const CRD_GROUP: &str = "apiextensions.k8s.io";
@@ -112,8 +112,30 @@ pub fn types_of(object: &Value) -> Vec<ResourceType> {
             indexed_field: None,
             name_rule: NameRule::PathSegment,
             status_subresource: definition["subresources"]["status"].is_object(),
+            printer_columns: printer_columns(&definition),
         })
         .collect()
+}
+
+/// A version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    version["additionalPrinterColumns"]
+        .as_array()
+        .map(|columns| {
+            columns
+                .iter()
+                .map(|column| PrinterColumn {
+                    name: text(&column["name"]),
+                    kind: text(&column["type"]),
+                    format: text(&column["format"]),
+                    description: text(&column["description"]),
+                    priority: column["priority"].as_i64().unwrap_or(0),
+                    json_path: text(&column["jsonPath"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn register(registry: &Registry, object: &Value) {
