@@ -13,6 +13,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::negotiate;
+use super::printers::{self, TableOptions};
 use super::request::{ContinueToken, Query, ResourcePath};
 use super::status::{ApiError, Subject};
 use super::{full, ApiState, Body};
@@ -295,10 +296,16 @@ fn namespace_subject(name: &str) -> Subject<'_> {
 // ---------------------------------------------------------------------------------------------
 // Reads
 
-/// GET of one object.
-pub async fn get(target: &Target, query: &Query, wire: Wire) -> Result<Response<Body>, ApiError> {
+/// GET of one object (a one-row Table for `kubectl get <kind> <name>`).
+pub async fn get(
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    wire: Wire,
+) -> Result<Response<Body>, ApiError> {
     let name = target.name.as_deref().expect("an item path");
     let version = query.read_version()?;
+    let table = table_options(headers, query)?;
     let object = target
         .resource
         .cacher
@@ -306,6 +313,16 @@ pub async fn get(target: &Target, query: &Query, wire: Wire) -> Result<Response<
         .await
         .map_err(|error| ApiError::from_cache(error, target.subject(name)))?
         .ok_or_else(|| ApiError::not_found(target.subject(name)))?;
+    if let Some(options) = table {
+        let decoded: Value = serde_json::from_slice(&object.json).map_err(|error| {
+            ApiError::internal(format!("the cached object {} is not JSON: {error}", object.key))
+        })?;
+        return Ok(object_response(
+            Wire::Json,
+            StatusCode::OK,
+            &printers::object_table(target.ty(), &decoded, &options),
+        ));
+    }
     cached_response(wire, target.ty(), &object)
 }
 
@@ -383,6 +400,7 @@ pub async fn list(
     wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let filter = watch_filter(target, query)?;
+    let table_options = table_options(headers, query)?;
     let prefix = match &target.namespace {
         Some(namespace) => format!("{}{namespace}/", target.ty().storage_prefix),
         None => target.ty().storage_prefix.clone(),
@@ -409,59 +427,83 @@ pub async fn list(
         .await
         .map_err(|error| ApiError::from_cache(error, target.subject("")))?;
     let next = listed.continue_after.map(|after| ContinueToken { revision: listed.revision, after }.encode());
-    if wants_table(headers) {
+    if let Some(options) = table_options {
         return Ok(object_response(
             Wire::Json,
             StatusCode::OK,
-            &table(target.ty(), &listed.items, listed.revision, next),
+            &table(target.ty(), &listed.items, listed.revision, next, &options),
         ));
     }
     list_response(wire, target.ty(), &listed.items, listed.revision, next)
 }
 
-/// Whether the client asked for a `meta.k8s.io` Table (kubectl get).
-pub fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.split(',').next().is_some_and(|first| first.contains("as=Table")))
-}
-
-/// A `meta.k8s.io/v1` Table with Name and Age columns and partial object metadata.
-fn table(ty: &ResourceType, items: &[Arc<CachedObject>], revision: u64, next: Option<String>) -> Value {
-    let now = SystemTime::now();
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let object: Value = serde_json::from_slice(&item.json).unwrap_or(Value::Null);
-            let metadata = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            let age = metadata
-                .get("creationTimestamp")
-                .and_then(Value::as_str)
-                .and_then(|stamp| humantime::parse_rfc3339(stamp).ok())
-                .and_then(|created| now.duration_since(created).ok())
-                .map(human_duration)
-                .unwrap_or_else(|| "<unknown>".into());
-            json!({
-                "cells": [item.name, age],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata},
-            })
+/// The `meta.k8s.io` Table version the client asked for (kubectl get sends
+/// `application/json;as=Table;v=v1;g=meta.k8s.io, ..., application/json`), or `None` when it
+/// asked for the object itself: as kube-apiserver negotiates, the client's most preferred entry
+/// of `Accept` that the server can serve decides.
+pub fn wants_table(headers: &HeaderMap) -> Option<&'static str> {
+    /// An entry of `Accept`: quality, media type, other parameters.
+    type Entry<'a> = (f32, &'a str, Vec<(&'a str, &'a str)>);
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    let mut entries: Vec<Entry<'_>> = accept
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let media = parts.next().filter(|media| !media.is_empty())?;
+            let mut quality = 1.0;
+            let mut params = Vec::new();
+            for param in parts {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                match name.trim() {
+                    "q" => quality = value.trim().parse().unwrap_or(0.0),
+                    name => params.push((name, value.trim())),
+                }
+            }
+            (quality > 0.0).then_some((quality, media, params))
         })
         .collect();
+    entries.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+    for (_, media, params) in entries {
+        let param = |wanted: &str| params.iter().find(|(name, _)| *name == wanted).map(|(_, value)| *value);
+        let json = matches!(media, "application/json" | "application/*" | "*/*");
+        match param("as") {
+            None if json || media == protobuf::MEDIA_TYPE => return None,
+            Some("Table") if json && param("g") == Some("meta.k8s.io") => match param("v") {
+                Some("v1") => return Some("meta.k8s.io/v1"),
+                Some("v1beta1") => return Some("meta.k8s.io/v1beta1"),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    None
+}
+
+/// How to print a Table, when the client asked for one: its version and `includeObject`.
+pub fn table_options(headers: &HeaderMap, query: &Query) -> Result<Option<TableOptions>, ApiError> {
+    match wants_table(headers) {
+        None => Ok(None),
+        Some(api_version) => {
+            Ok(Some(TableOptions { api_version, include: query.include_object()?, no_headers: false }))
+        }
+    }
+}
+
+/// A Table of a list's items, with kube-apiserver's columns for the type (`printers`).
+fn table(
+    ty: &ResourceType,
+    items: &[Arc<CachedObject>],
+    revision: u64,
+    next: Option<String>,
+    options: &TableOptions,
+) -> Value {
+    let objects: Vec<Value> =
+        items.iter().map(|item| serde_json::from_slice(&item.json).unwrap_or(Value::Null)).collect();
     let mut metadata = json!({ "resourceVersion": revision.to_string() });
     if let Some(next) = next {
         metadata["continue"] = json!(next);
     }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", ty.kind), "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0},
-        ],
-        "rows": rows,
-    })
+    printers::table(ty, &objects, metadata, options)
 }
 
 /// kube's `duration.HumanDuration`.
@@ -951,8 +993,10 @@ pub async fn dispatch(
     let status = target.subresource.is_some();
     let wire = negotiate::response_wire(headers, target.ty().protobuf())?;
     match (method, item, status) {
-        (&Method::GET, true, _) => get(target, query, wire).await,
-        (&Method::GET, false, _) if query.watch => super::watch::watch(state, target, query, wire).await,
+        (&Method::GET, true, _) => get(target, query, headers, wire).await,
+        (&Method::GET, false, _) if query.watch => {
+            super::watch::watch(state, target, query, headers, wire).await
+        }
         (&Method::GET, false, _) => list(target, query, headers, wire).await,
         (&Method::POST, false, _) => create(state, target, query, headers, body, wire).await,
         (&Method::PUT, true, _) => update(state, target, query, headers, body, wire).await,

@@ -11,6 +11,7 @@
 //! - `discovery`: discovery and OpenAPI documents;
 //! - `crd`: CustomResourceDefinitions;
 //! - `negotiate`: JSON or protobuf, from `Accept` and `Content-Type`;
+//! - `printers`: Tables, with kube-apiserver's columns for each type;
 //! - `status`: errors as `Status` objects.
 
 use std::convert::Infallible;
@@ -37,6 +38,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod metrics;
 pub mod negotiate;
+pub mod printers;
 pub mod request;
 pub mod status;
 pub mod watch;

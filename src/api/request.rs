@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use serde_json::json;
 
+use super::printers::IncludeObject;
 use super::status::ApiError;
 use crate::cacher::{ReadVersion, WatchStart};
 use crate::storage::Revision;
@@ -103,6 +104,9 @@ pub struct Query {
     pub timeout_seconds: Option<u64>,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// `includeObject` (a Table's rows' objects), as given; checked by
+    /// [`Query::include_object`] when a Table is asked for.
+    pub include_object: Option<String>,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -150,6 +154,7 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, ApiError> {
                     ))
                 })?)
             }
+            "includeObject" => parsed.include_object = Some(value.clone()),
             "dryRun" => match value.as_str() {
                 "All" => parsed.dry_run = true,
                 "" => {}
@@ -171,6 +176,20 @@ fn parse_revision(text: &str) -> Result<Revision, ApiError> {
 }
 
 impl Query {
+    /// What a Table's rows carry (`includeObject`: `None`, `Metadata` by default, or `Object`),
+    /// with kube-apiserver's 400 for any other value.
+    pub fn include_object(&self) -> Result<IncludeObject, ApiError> {
+        match self.include_object.as_deref() {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Unable to convert to Table as requested: includeObject: Unsupported value: {other:?}: \
+                 supported values: \"Metadata\", \"None\", \"Object\""
+            ))),
+        }
+    }
+
     /// The revision semantics of a list or get (kube's resourceVersion rules).
     pub fn read_version(&self) -> Result<ReadVersion, ApiError> {
         match (&self.resource_version, self.resource_version_match.as_deref()) {

@@ -8,6 +8,9 @@
 //! watcher has queued (up to a batch) into the watch's one reused buffer and hands it out as one
 //! chunk, so a watcher that has several events waiting sends them in one write.
 //!
+//! A watch that asks for Tables (`kubectl get -w`) gets each event's object as a one-row Table
+//! ([`TableEvents`]), transformed for that watcher alone.
+//!
 //! The stream ends at `timeoutSeconds`; without it, after a random time between
 //! `--min-request-timeout` and twice that, as kube-apiserver does, so that clients re-watch at
 //! different moments and spread over replicas. It also ends when the server shuts down (the
@@ -22,31 +25,38 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
+use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
 use super::handlers::Target;
 use super::negotiate;
+use super::printers::{self, TableOptions};
 use super::request::Query;
 use super::status::ApiError;
 use super::{ApiState, Body};
 use crate::cacher::object::{event_line, Wire};
 use crate::cacher::ring::TooOld;
-use crate::cacher::watcher::{Filled, LineBuffer};
+use crate::cacher::watcher::{Filled, LineBuffer, LineSink};
 use crate::cacher::{CacheError, CacheWatch};
+use crate::registry::ResourceType;
 
 /// An idle watch keeps its buffer up to this size; a larger one is released.
 const IDLE_BUFFER_LIMIT: usize = 16 << 10;
 
-/// GET with `watch=true` on a collection.
+/// GET with `watch=true` on a collection (Table events when the client asked for a Table).
 pub async fn watch(
     state: &ApiState,
     target: &Target,
     query: &Query,
+    headers: &HeaderMap,
     wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let filter = super::handlers::watch_filter(target, query)?;
+    let table = super::handlers::table_options(headers, query)?
+        .map(|options| TableEvents::new(target.resource.ty.clone(), options));
+    // A Table is JSON.
+    let wire = if table.is_some() { Wire::Json } else { wire };
     let cacher = &target.resource.cacher;
     let start = query.watch_start(cacher.revision())?;
     let subject = super::status::Subject {
@@ -65,7 +75,9 @@ pub async fn watch(
     let body = match first {
         Ok(mut watch) => {
             watch.set_wire(wire);
-            WatchBody::new(watch, timeout).boxed_unsync()
+            let mut body = WatchBody::new(watch, timeout);
+            body.table = table;
+            body.boxed_unsync()
         }
         Err(too_old) => error_body(too_old, wire),
     };
@@ -109,10 +121,79 @@ fn error_body(too_old: TooOld, wire: Wire) -> Body {
     StreamBody::new(stream).boxed_unsync()
 }
 
+/// Turns a watch's JSON event lines into Table events, for `kubectl get -w`: each event's
+/// object becomes a one-row Table, the first with the column definitions and the later ones
+/// without, as kube-apiserver's watch sends them. ERROR events (a Status) pass as they are;
+/// a BOOKMARK's object becomes a Table too, as kube-apiserver's encoder transforms every object
+/// but a Status.
+///
+/// This is per-watcher work (each shared line is decoded and a Table encoded), done only for
+/// watches that asked for Tables; JSON and protobuf watches copy the cache's lines as before.
+pub struct TableEvents {
+    ty: ResourceType,
+    options: TableOptions,
+    headers_sent: bool,
+    /// The line of the current batch that carries the column definitions, if any: should the
+    /// batch be cut before it, the next event carries them instead.
+    headers_line: Option<usize>,
+}
+
+impl TableEvents {
+    /// Table events for a watch on objects of type `ty`.
+    pub fn new(ty: ResourceType, options: TableOptions) -> TableEvents {
+        TableEvents { ty, options, headers_sent: false, headers_line: None }
+    }
+
+    /// The Table event for one JSON watch event line; `index` is its place in the batch.
+    fn transform(&mut self, line: &Bytes, index: usize) -> Bytes {
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else { return line.clone() };
+        let (Some(kind), Some(object)) = (event["type"].as_str(), event.get("object")) else {
+            return line.clone();
+        };
+        if kind == "ERROR" || !object.is_object() || object["kind"] == "Status" {
+            return line.clone();
+        }
+        let options = TableOptions { no_headers: self.headers_sent, ..self.options };
+        let table = printers::object_table(&self.ty, object, &options);
+        if !self.headers_sent {
+            self.headers_sent = true;
+            self.headers_line = Some(index);
+        }
+        event_line(kind, &serde_json::to_vec(&table).expect("JSON value encodes"))
+    }
+}
+
+/// The watch's buffer, with each line turned into a Table event on the way in.
+struct TableSink<'a> {
+    buffer: &'a mut LineBuffer,
+    table: &'a mut TableEvents,
+}
+
+impl LineSink for TableSink<'_> {
+    fn put(&mut self, line: &Bytes) {
+        let transformed = self.table.transform(line, self.buffer.lines);
+        self.buffer.put(&transformed);
+    }
+
+    fn size(&self) -> (usize, usize) {
+        self.buffer.size()
+    }
+
+    fn truncate(&mut self, size: (usize, usize)) {
+        self.buffer.truncate(size);
+        if self.table.headers_line.is_some_and(|line| line >= size.0) {
+            self.table.headers_sent = false;
+            self.table.headers_line = None;
+        }
+    }
+}
+
 /// The body of a watch response (see the module docs).
 pub struct WatchBody {
     watch: CacheWatch,
     buffer: LineBuffer,
+    /// Set for a watch of Tables.
+    table: Option<TableEvents>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     /// The ERROR line that ends the stream, once the lines before it are out.
     last: Option<Bytes>,
@@ -125,6 +206,7 @@ impl WatchBody {
         WatchBody {
             watch,
             buffer: LineBuffer::default(),
+            table: None,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             last: None,
             done: false,
@@ -152,7 +234,15 @@ impl hyper::body::Body for WatchBody {
             this.done = true;
             return Poll::Ready(None);
         }
-        match this.watch.poll_fill(cx, &mut this.buffer) {
+        let filled = match &mut this.table {
+            None => this.watch.poll_fill(cx, &mut this.buffer),
+            Some(table) => {
+                // Every batch starts with an empty buffer.
+                table.headers_line = None;
+                this.watch.poll_fill(cx, &mut TableSink { buffer: &mut this.buffer, table })
+            }
+        };
+        match filled {
             Poll::Ready(Some(Filled::Lines)) => Poll::Ready(Some(Ok(Frame::data(this.buffer.take())))),
             Poll::Ready(Some(Filled::Expired(too_old))) => {
                 let line = expired_line(too_old, this.watch.wire());
@@ -187,6 +277,57 @@ impl hyper::body::Body for WatchBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_watches_send_column_definitions_once() {
+        let ty = crate::registry::builtin_types().into_iter().find(|ty| ty.plural == "configmaps").unwrap();
+        let options = TableOptions {
+            api_version: "meta.k8s.io/v1",
+            include: crate::api::printers::IncludeObject::Metadata,
+            no_headers: false,
+        };
+        let mut table = TableEvents::new(ty, options);
+        let mut buffer = LineBuffer::default();
+        let configmap = |name: &str| {
+            event_line(
+                "ADDED",
+                format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"{name}","resourceVersion":"4"}},"data":{{"a":"1"}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let status =
+            Bytes::from_static(b"{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410}}\n");
+        let mut sink = TableSink { buffer: &mut buffer, table: &mut table };
+        sink.put(&configmap("a"));
+        sink.put(&status);
+        sink.put(&configmap("b"));
+        let lines: Vec<serde_json::Value> = std::str::from_utf8(&buffer.take())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["type"], "ADDED");
+        assert_eq!(lines[0]["object"]["kind"], "Table");
+        assert_eq!(lines[0]["object"]["metadata"]["resourceVersion"], "4");
+        assert_eq!(lines[0]["object"]["columnDefinitions"][1]["name"], "Data");
+        assert_eq!(lines[0]["object"]["rows"][0]["cells"][0], "a");
+        assert_eq!(lines[1]["object"]["kind"], "Status", "errors pass as they are");
+        assert!(
+            lines[2]["object"]["columnDefinitions"].is_null(),
+            "column definitions go in the first event only"
+        );
+        assert_eq!(lines[2]["object"]["rows"][0]["cells"][0], "b");
+
+        // A batch cut before the event with the column definitions leaves them to the next.
+        let mut table = TableEvents::new(table.ty.clone(), options);
+        let mut sink = TableSink { buffer: &mut buffer, table: &mut table };
+        sink.put(&configmap("a"));
+        sink.truncate((0, 0));
+        sink.put(&configmap("b"));
+        let line: serde_json::Value = serde_json::from_slice(&buffer.take()).unwrap();
+        assert!(line["object"]["columnDefinitions"].is_array());
+    }
 
     #[test]
     fn timeouts_follow_kube() {
