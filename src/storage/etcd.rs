@@ -1,9 +1,26 @@
 //! The etcd backend: kube-apiserver's key layout on an etcd cluster.
 //!
 //! A key `/configmaps/default/settings` is stored at `<prefix>/configmaps/default/settings`
-//! (prefix `/registry` by default), with the value as given (the API layer writes JSON, as
-//! kube-apiserver does with `--storage-media-type=application/json`). Store revisions are etcd's
-//! revisions.
+//! (prefix `/registry` by default). Store revisions are etcd's revisions.
+//!
+//! # Values
+//!
+//! The layers above keep objects as JSON. kube-apiserver stores built-in objects as Kubernetes
+//! protobuf (`k8s\0` and a `runtime.Unknown` envelope, its default `--storage-media-type`) and
+//! custom resources as JSON, so this backend reads both: every value that leaves it (get, list,
+//! watch events and their previous values, the pairs create, update and delete return) and
+//! starts with `k8s\0` is decoded to the object's JSON; any other value is passed on untouched.
+//! A `k8s\0` value that cannot be decoded is a [`StorageError::Internal`] naming its etcd key,
+//! never a value passed on as is: a get or a list fails as a whole, and a watch delivers the
+//! revisions before that write and then ends with the error. A delete still removes such a
+//! value (the one way out of it) and then fails saying so: the one error after which something
+//! was written.
+//!
+//! Writes follow [`EtcdOptions::media_type`]: [`StorageMediaType::Json`] stores values as given;
+//! [`StorageMediaType::Protobuf`] stores a JSON object whose `apiVersion` and `kind` name a
+//! built-in type with a protobuf form as kube-apiserver would, and anything else (custom
+//! resources, values that are not such an object) as given. The pair a create or update returns
+//! then holds the JSON of what was stored (decoded back), so it matches later reads.
 //!
 //! - A create is a transaction on `create_revision == 0`; an update and a guarded delete are
 //!   transactions on `mod_revision`.
@@ -32,6 +49,8 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, Notify};
 
+use crate::protobuf;
+
 use super::{
     validate_key, validate_list, validate_prefix, validate_value, Deleted, Event, EventKind, KeyValue,
     ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
@@ -46,6 +65,19 @@ pub struct EtcdOptions {
     pub request_timeout: Duration,
     /// How long [`EtcdStorage::connect`] keeps retrying before it gives up.
     pub startup_timeout: Duration,
+    /// How built-in objects are written (reads accept both forms whatever this says).
+    pub media_type: StorageMediaType,
+}
+
+/// How the etcd backend writes objects: kube-apiserver's `--storage-media-type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StorageMediaType {
+    /// Values as given: the JSON the API layer writes.
+    #[default]
+    Json,
+    /// Built-in objects as Kubernetes protobuf (`k8s\0` envelope), as kube-apiserver writes
+    /// them by default; custom resources and anything without a protobuf form as given.
+    Protobuf,
 }
 
 impl Default for EtcdOptions {
@@ -54,6 +86,7 @@ impl Default for EtcdOptions {
             prefix: "/registry".into(),
             request_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(10),
+            media_type: StorageMediaType::Json,
         }
     }
 }
@@ -66,6 +99,7 @@ pub struct EtcdStorage {
     preferred: AtomicUsize,
     prefix: String,
     request_timeout: Duration,
+    media_type: StorageMediaType,
     server_version: String,
 }
 
@@ -96,6 +130,7 @@ impl EtcdStorage {
             preferred: AtomicUsize::new(0),
             prefix,
             request_timeout: options.request_timeout,
+            media_type: options.media_type,
             server_version: String::new(),
         };
         let deadline = tokio::time::Instant::now() + options.startup_timeout;
@@ -142,12 +177,45 @@ impl EtcdStorage {
     }
 
     fn key_value(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+        let key = self.strip(kv.key())?;
         Ok(KeyValue {
-            key: self.strip(kv.key())?,
-            value: Bytes::copy_from_slice(kv.value()),
+            value: decode_value(&self.prefix, &key, kv.value())?,
+            key,
             create_revision: kv.create_revision() as Revision,
             mod_revision: kv.mod_revision() as Revision,
         })
+    }
+
+    /// What to store for `value` at `key` under the media type, and the JSON to hand back for
+    /// it: `(stored, returned)`.
+    fn encode_value(&self, key: &str, value: Bytes) -> Result<(Bytes, Bytes)> {
+        if value.starts_with(&protobuf::MAGIC) {
+            // Already protobuf: stored as is, and only if it can be read back.
+            let returned = decode_value(&self.prefix, key, &value)?;
+            return Ok((value, returned));
+        }
+        if self.media_type == StorageMediaType::Json {
+            return Ok((value.clone(), value));
+        }
+        let Ok(object) = serde_json::from_slice::<serde_json::Value>(&value) else {
+            return Ok((value.clone(), value));
+        };
+        let text = |name: &str| object.get(name).and_then(serde_json::Value::as_str);
+        let (Some(api_version), Some(kind)) = (text("apiVersion"), text("kind")) else {
+            return Ok((value.clone(), value));
+        };
+        let schema = protobuf::schema();
+        if !schema.has_kind(api_version, kind) {
+            return Ok((value.clone(), value));
+        }
+        let encoded = schema.encode_object(&object).map_err(|error| {
+            StorageError::Internal(format!(
+                "cannot store key {key:?} as protobuf: {api_version}, Kind={kind}: {error}"
+            ))
+        })?;
+        let stored = Bytes::from(encoded);
+        let returned = decode_value(&self.prefix, key, &stored)?;
+        Ok((stored, returned))
     }
 
     async fn client(&self, index: usize) -> Result<Client> {
@@ -243,6 +311,20 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The JSON of a value read from etcd at `<prefix><key>`: Kubernetes protobuf (`k8s\0`)
+/// decoded, any other value as is.
+fn decode_value(prefix: &str, key: &str, value: &[u8]) -> Result<Bytes> {
+    if !value.starts_with(&protobuf::MAGIC) {
+        return Ok(Bytes::copy_from_slice(value));
+    }
+    let object = protobuf::schema().decode_object(value).map_err(|error| {
+        StorageError::Internal(format!(
+            "the value of etcd key \"{prefix}{key}\" is Kubernetes protobuf that cannot be decoded: {error}"
+        ))
+    })?;
+    Ok(Bytes::from(serde_json::to_vec(&object).expect("a JSON value always encodes")))
+}
+
 fn map_error(error: etcd_client::Error) -> StorageError {
     use etcd_client::Error;
     match error {
@@ -301,18 +383,23 @@ impl Storage for EtcdStorage {
 
     fn describe(&self) -> String {
         let urls: Vec<&str> = self.endpoints.iter().map(|endpoint| endpoint.url.as_str()).collect();
-        format!("etcd {} at {} under {}", self.server_version, urls.join(","), self.prefix)
+        let writes = match self.media_type {
+            StorageMediaType::Json => "JSON",
+            StorageMediaType::Protobuf => "protobuf",
+        };
+        format!("etcd {} at {} under {}, writing {writes}", self.server_version, urls.join(","), self.prefix)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
         validate_key(key)?;
-        validate_value(key, &value)?;
+        let (stored, value) = self.encode_value(key, value)?;
+        validate_value(key, &stored)?;
         let full = self.full_key(key);
         let response = self
             .run(|mut client| {
                 let txn = Txn::new()
                     .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(full.clone(), value.to_vec(), None)]);
+                    .and_then([TxnOp::put(full.clone(), stored.to_vec(), None)]);
                 async move { client.txn(txn).await }
             })
             .await?;
@@ -369,7 +456,8 @@ impl Storage for EtcdStorage {
 
     async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision) -> Result<KeyValue> {
         validate_key(key)?;
-        validate_value(key, &value)?;
+        let (stored, value) = self.encode_value(key, value)?;
+        validate_value(key, &stored)?;
         let full = self.full_key(key);
         let response = self
             .run(|mut client| {
@@ -380,7 +468,7 @@ impl Storage for EtcdStorage {
                     ])
                     .and_then([TxnOp::put(
                         full.clone(),
-                        value.to_vec(),
+                        stored.to_vec(),
                         Some(PutOptions::new().with_prev_key()),
                     )])
                     .or_else([TxnOp::get(full.clone(), None)]);
@@ -426,7 +514,15 @@ impl Storage for EtcdStorage {
         match response.op_responses().into_iter().next() {
             Some(TxnOpResponse::Delete(deleted)) if response.succeeded() => {
                 match deleted.prev_kvs().first() {
-                    Some(prev) => Ok(Deleted { prev: self.key_value(prev)?, revision }),
+                    // The delete took effect whatever the value held: say so rather than let
+                    // the error read as "nothing was written".
+                    Some(prev) => match self.key_value(prev) {
+                        Ok(prev) => Ok(Deleted { prev, revision }),
+                        Err(StorageError::Internal(reason)) => Err(StorageError::Internal(format!(
+                            "key {key:?} was deleted at revision {revision}, but {reason}"
+                        ))),
+                        Err(error) => Err(error),
+                    },
                     None => Err(StorageError::NotFound { key: key.to_owned() }),
                 }
             }
@@ -560,19 +656,25 @@ impl EtcdWatch {
                     .await;
                 return;
             }
-            let message = if response.events().is_empty() {
+            let (message, error) = if response.events().is_empty() {
                 if response.created() {
                     continue;
                 }
                 match header_revision(response.header()) {
-                    Ok(revision) => Ok(WatchMessage::Progress(revision)),
-                    Err(error) => Err(error),
+                    Ok(revision) => (Some(WatchMessage::Progress(revision)), None),
+                    Err(error) => (None, Some(error)),
                 }
             } else {
-                self.events(&response).map(WatchMessage::Events)
+                let (events, error) = self.events(&response);
+                ((!events.is_empty()).then_some(WatchMessage::Events(events)), error)
             };
-            let failed = message.is_err();
-            if self.sender.send(message).await.is_err() || failed {
+            if let Some(message) = message {
+                if self.sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(error) = error {
+                let _ = self.sender.send(Err(error)).await;
                 return;
             }
             if let Some(last) = response.events().last().and_then(|event| event.kv()) {
@@ -581,7 +683,28 @@ impl EtcdWatch {
         }
     }
 
-    fn events(&self, response: &etcd_client::WatchResponse) -> Result<Vec<Event>> {
+    /// The events of `response`, their values decoded, and the error that ends the watch if
+    /// one of them cannot be decoded. The events before it are kept, but only whole revisions:
+    /// a watch resumed after the last revision delivered meets the failing write again rather
+    /// than skipping it.
+    fn events(&self, response: &etcd_client::WatchResponse) -> (Vec<Event>, Option<StorageError>) {
+        let mut events = Vec::with_capacity(response.events().len());
+        for event in response.events() {
+            match self.event(event) {
+                Ok(decoded) => events.push(decoded),
+                Err(error) => {
+                    match event.kv() {
+                        Some(kv) => events.retain(|kept| kept.revision() < kv.mod_revision() as Revision),
+                        None => events.clear(),
+                    }
+                    return (events, Some(error));
+                }
+            }
+        }
+        (events, None)
+    }
+
+    fn event(&self, event: &etcd_client::Event) -> Result<Event> {
         let key_value = |kv: &etcd_client::KeyValue| -> Result<KeyValue> {
             let key = std::str::from_utf8(kv.key())
                 .ok()
@@ -591,29 +714,23 @@ impl EtcdWatch {
                 })?;
             Ok(KeyValue {
                 key: key.to_owned(),
-                value: Bytes::copy_from_slice(kv.value()),
+                value: decode_value(&self.prefix, key, kv.value())?,
                 create_revision: kv.create_revision() as Revision,
                 mod_revision: kv.mod_revision() as Revision,
             })
         };
-        response
-            .events()
-            .iter()
-            .map(|event| {
-                let kv = event.kv().ok_or_else(|| StorageError::Internal("etcd event without kv".into()))?;
-                let kind = match event.event_type() {
-                    EventType::Put => EventKind::Put,
-                    EventType::Delete => EventKind::Delete,
-                };
-                let mut kv = key_value(kv)?;
-                if kind == EventKind::Delete {
-                    kv.create_revision = 0;
-                    kv.value = Bytes::new();
-                }
-                let prev = event.prev_kv().map(key_value).transpose()?;
-                Ok(Event { kind, kv, prev })
-            })
-            .collect()
+        let kv = event.kv().ok_or_else(|| StorageError::Internal("etcd event without kv".into()))?;
+        let kind = match event.event_type() {
+            EventType::Put => EventKind::Put,
+            EventType::Delete => EventKind::Delete,
+        };
+        let mut kv = key_value(kv)?;
+        if kind == EventKind::Delete {
+            kv.create_revision = 0;
+            kv.value = Bytes::new();
+        }
+        let prev = event.prev_kv().map(key_value).transpose()?;
+        Ok(Event { kind, kv, prev })
     }
 }
 
