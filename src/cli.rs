@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// A Kubernetes-API-compatible API server served from an in-memory watch cache.
 #[derive(Debug, Parser)]
@@ -46,6 +46,20 @@ pub struct ServeArgs {
     #[arg(long, default_value = "/registry", value_name = "PREFIX")]
     pub etcd_prefix: String,
 
+    /// How built-in objects are written to etcd, as kube-apiserver's --storage-media-type: json,
+    /// or protobuf (Kubernetes protobuf, kube-apiserver's own default; custom resources stay
+    /// JSON). Reads accept both, whichever this is. Only with --etcd-endpoints (an error
+    /// without it): the embedded store always keeps JSON.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = StorageMediaType::Json,
+        value_name = "TYPE",
+        requires = "etcd_endpoints",
+        conflicts_with = "in_memory"
+    )]
+    pub storage_media_type: StorageMediaType,
+
     /// How long to keep retrying an unreachable etcd at startup, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub etcd_startup_timeout: u64,
@@ -78,6 +92,17 @@ pub struct ServeArgs {
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+/// The values of `--storage-media-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageMediaType {
+    /// JSON, as given.
+    #[value(alias = "application/json")]
+    Json,
+    /// Kubernetes protobuf for built-in objects.
+    #[value(alias = "application/vnd.kubernetes.protobuf")]
+    Protobuf,
 }
 
 /// A duration: plain seconds (`1800`, as kube-apiserver's flags take them) or with a unit

@@ -7,10 +7,10 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
 use crate::cacher::CacheConfig;
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, StorageMediaType};
 use crate::registry::Registry;
 use crate::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
-use crate::storage::etcd::{EtcdOptions, EtcdStorage};
+use crate::storage::etcd::{self, EtcdOptions, EtcdStorage};
 use crate::storage::Storage;
 
 /// Why `watchcache serve` could not start.
@@ -35,6 +35,10 @@ pub async fn open_storage(args: &ServeArgs) -> Result<Arc<dyn Storage>, ServeErr
         let options = EtcdOptions {
             prefix: args.etcd_prefix.clone(),
             startup_timeout: Duration::from_secs(args.etcd_startup_timeout),
+            media_type: match args.storage_media_type {
+                StorageMediaType::Json => etcd::StorageMediaType::Json,
+                StorageMediaType::Protobuf => etcd::StorageMediaType::Protobuf,
+            },
             ..EtcdOptions::default()
         };
         return Ok(Arc::new(EtcdStorage::connect(&args.etcd_endpoints, options).await?));
