@@ -13,17 +13,15 @@
 //! writer got that write's acknowledgement, both on this process's monotonic clock), and
 //! deliveries against the expected count with missing, duplicate and out-of-order receipts.
 //!
-//! Peers (`FANOUT_PEERS`, comma-separated; by default all but the two protobuf ones), run one
-//! after the other:
+//! Peers (`FANOUT_PEERS`, comma-separated; all by default), run one after the other:
 //!
 //! - `watchcache-embedded`: the `watchcache` binary (`WATCHCACHE_BIN`, default the one cargo
 //!   built) on its embedded store;
 //! - `watchcache-embedded-baseline`: the same with `FANOUT_BASELINE_BIN` (added by default when
 //!   that is set), to compare a build of an older commit in the same run;
 //! - `watchcache-embedded-protobuf`: the same server, every watcher asking for Kubernetes
-//!   protobuf (`application/vnd.kubernetes.protobuf;stream=watch`), not in the default list;
-//! - `watchcache-embedded-mixed`: half the watchers JSON, half protobuf, on the same resource,
-//!   not in the default list;
+//!   protobuf (`application/vnd.kubernetes.protobuf;stream=watch`);
+//! - `watchcache-embedded-mixed`: half the watchers JSON, half protobuf, on the same resource;
 //! - `watchcache-embedded-h2`: the W watches as HTTP/2 streams on `FANOUT_H2_CONNECTIONS`
 //!   connections (default 10);
 //! - `watchcache-etcd`: watchcache in front of an etcd 3.4 the scenario starts;
@@ -68,9 +66,11 @@ pub const ETCD_WATCHES_PER_CONNECTION: usize = 100;
 /// SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const H2_STREAMS_PER_CONNECTION: usize = 200;
 
-/// The default peers, in the order they run.
+/// Every peer, in the order they run.
 const ALL_PEERS: &[&str] = &[
     "watchcache-embedded",
+    "watchcache-embedded-protobuf",
+    "watchcache-embedded-mixed",
     "watchcache-embedded-h2",
     "watchcache-etcd",
     "floor",
@@ -78,9 +78,6 @@ const ALL_PEERS: &[&str] = &[
     "etcd",
     "grpc-proxy",
 ];
-
-/// Peers that run only when `FANOUT_PEERS` names them.
-const MORE_PEERS: &[&str] = &["watchcache-embedded-protobuf", "watchcache-embedded-mixed"];
 
 pub struct Config {
     pub watchers: usize,
@@ -121,13 +118,7 @@ fn peer(name: &str, binary: &Path, baseline: Option<&Path>) -> Result<Peer, Stri
         "floor-uncoalesced" if base == name => Kind::Floor { coalesce: false },
         "etcd" if base == name => Kind::Etcd { proxy: false },
         "grpc-proxy" if base == name => Kind::Etcd { proxy: true },
-        _ => {
-            return Err(format!(
-                "unknown peer {name:?}; peers: {}, {}",
-                ALL_PEERS.join(", "),
-                MORE_PEERS.join(", ")
-            ))
-        }
+        _ => return Err(format!("unknown peer {name:?}; peers: {}", ALL_PEERS.join(", "))),
     };
     let name = match name.strip_suffix("-baseline") {
         Some(base) => format!("{base} (baseline)"),
