@@ -49,14 +49,16 @@ pub fn cpu(pid: Option<u32>) -> Cpu {
 }
 
 /// CPU seconds the whole machine spent busy since boot (every core: user, nice, system, irq,
-/// softirq), from /proc/stat.
-pub fn machine_busy() -> f64 {
+/// softirq), and those the hypervisor gave to other guests while this one wanted to run
+/// (steal), from /proc/stat.
+pub fn machine_busy() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else { return 0.0 };
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else { return (0.0, 0.0) };
     let fields: Vec<f64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...
     let busy: f64 = [0, 1, 2, 5, 6].iter().filter_map(|&index| fields.get(index)).sum();
-    busy / ticks_per_second()
+    let steal = fields.get(7).copied().unwrap_or(0.0);
+    (busy / ticks_per_second(), steal / ticks_per_second())
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it); returns the new soft

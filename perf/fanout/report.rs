@@ -18,6 +18,7 @@ pub struct Figures {
     pub etcd: Option<Cpu>,
     pub load: Cpu,
     pub others: f64,
+    pub steal: f64,
     pub window: f64,
     pub acked: u32,
     pub writes_per_second: f64,
@@ -165,6 +166,7 @@ pub fn analyze(measured: Measured, writes: u32, watchers: usize) -> Figures {
         etcd: measured.etcd,
         load: measured.load,
         others: measured.others,
+        steal: measured.steal,
         window: measured.window,
         acked,
         writes_per_second: if seconds > 0.0 { f64::from(acked) / seconds } else { 0.0 },
@@ -273,7 +275,7 @@ pub fn table(rows: &[Row], rate: f64) -> String {
         let Ok(f) = &row.result else { continue };
         out.push_str(&format!(
             "- {}: server ({}) {:.2} s CPU ({:.2} user, {:.2} sys){} in a window of {:.2} s; {} writes \
-             acknowledged; max ack→receive {}; load generator {:.2} s CPU; other processes {:.2} s CPU\n",
+             acknowledged; max ack→receive {}; load generator {:.2} s CPU; other processes {:.2} s CPU; steal {:.2} s\n",
             row.name,
             row.server_label,
             f.server.total(),
@@ -285,6 +287,7 @@ pub fn table(rows: &[Row], rate: f64) -> String {
             f.latency.map(|l| ms(l[3])).unwrap_or_else(|| "–".into()),
             f.load.total(),
             f.others,
+            f.steal,
         ));
         if f.unexpected > 0 {
             out.push_str(&format!("  - {} receipts of writes never made\n", f.unexpected));

@@ -53,6 +53,8 @@ pub struct Measured {
     pub load: Cpu,
     /// CPU the machine spent on anything else (other processes) over the window.
     pub others: f64,
+    /// CPU time the hypervisor kept from the machine (steal) over the window.
+    pub steal: f64,
     /// The measured window: from the first timed write to the last delivery (or giving up).
     pub window: f64,
     pub bytes: u64,
@@ -338,11 +340,20 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
     let etcd = after.1.zip(before.1).map(|(after, before)| after.since(before));
     let load = after.2.since(before.2);
     let ours = server.total() + etcd.map_or(0.0, Cpu::total) + load.total();
-    let others = (after.3 - before.3 - ours).max(0.0);
+    let ((busy_before, steal_before), (busy_after, steal_after)) = (before.3, after.3);
+    let others = (busy_after - busy_before - ours).max(0.0);
     if others > 0.1 * window {
         notes.push(format!(
             "other processes used {:.0}% of a core during the run: these figures are disturbed",
             100.0 * others / window
+        ));
+    }
+    let steal = steal_after - steal_before;
+    if steal > 0.1 * window {
+        notes.push(format!(
+            "the hypervisor kept {:.0}% of a core from this machine during the run (steal): these \
+             figures are disturbed",
+            100.0 * steal / window
         ));
     }
     Ok(Measured {
@@ -352,6 +363,7 @@ pub fn run(peer: &Peer, config: &Config) -> Result<Measured, String> {
         etcd,
         load,
         others,
+        steal,
         window,
         bytes: shared.bytes.load(Ordering::Relaxed),
         notes,
