@@ -22,10 +22,13 @@ fn help_documents_every_flag() {
         "--in-memory",
         "--etcd-endpoints",
         "--etcd-prefix",
+        "--storage-media-type",
         "--etcd-startup-timeout",
         "--history-revisions",
         "--watch-cache-capacity",
         "--max-requests-inflight",
+        "--min-request-timeout",
+        "--watch-delivery-linger",
         "--log-level",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
@@ -41,6 +44,8 @@ fn bad_flags_exit_2_with_a_message() {
         &["serve", "--history-revisions", "0"],
         &["serve", "--watch-cache-capacity", "0"],
         &["serve", "--max-requests-inflight", "-1"],
+        &["serve", "--storage-media-type", "protobuf"],
+        &["serve", "--etcd-endpoints", "http://127.0.0.1:2379", "--storage-media-type", "yaml"],
         &["no-such-command"],
     ] {
         let output = watchcache(args);
