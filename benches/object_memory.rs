@@ -1,24 +1,25 @@
 //! Heap bytes per cached object, against the object's JSON: a counting global allocator
-//! measures the live heap before and after a cacher loads N ConfigMaps that are already in the
-//! in-memory embedded store (so the store's own copy is not counted), for 10,000 and 100,000
-//! objects of about 1 KiB and 10,000 of about 10 KiB. Counts the snapshot store, the ring of
-//! events the reflector replays (it lists a little in the past and replays the rest, so the ring
-//! holds an ADDED event per object), the decoded metadata and every byte those share. Then every
-//! object is updated once and a new cacher loads again: its ring then holds each object's
-//! previous state as well, as kube's watch cache does.
+//! measures the live heap that a resource's store and event ring hold after N ConfigMaps enter
+//! them the way the reflector feeds them (each write decoded once, an event pushed to the ring,
+//! the store updated and a snapshot published per event), for 10,000 and 100,000 objects of about
+//! 1 KiB and 10,000 of about 10 KiB. Counts the snapshot store and the snapshots it retains for
+//! pagination, the ring's events and slot array, the decoded metadata and every byte those
+//! share. Then every object is updated once: the ring then holds each object's previous state as
+//! well, as kube's watch cache does.
 //!
-//! Run: `cargo bench --bench object_memory`.
+//! The counts are the sizes asked of the allocator (its own rounding and caches are not
+//! counted: RSS is the `perf/` figure).
+//!
+//! Run: `cargo bench --bench object_memory`; `OBJECT_MEMORY_SIZES=10000x1024,100000x1024` picks
+//! the sizes, `OBJECT_MEMORY_SNAPSHOTS=1` keeps one snapshot instead of the default's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use watchcache::cacher::object::ResourceConfig;
-use watchcache::cacher::{CacheConfig, Cacher};
-use watchcache::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
-use watchcache::storage::Storage;
+use watchcache::cacher::object::{CachedEvent, CachedObject, EventType, ResourceConfig};
+use watchcache::cacher::ring::{RingLimits, RingWriter};
+use watchcache::cacher::store::{StoreLimits, StoreWriter};
 
 /// Counts the live heap bytes of the whole process.
 struct Counting;
@@ -104,70 +105,61 @@ fn config_map(index: usize, size: usize, generation: usize) -> Vec<u8> {
     .unwrap()
 }
 
-async fn measure(count: usize, size: usize) {
-    let storage: Arc<dyn Storage> = Arc::new(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap());
-    let mut json_bytes = 0;
-    for index in 0..count {
-        let value = config_map(index, size, 0);
-        json_bytes += value.len();
-        storage
-            .create(&format!("/configmaps/default/settings-{index:06}"), Bytes::from(value))
-            .await
-            .unwrap();
-    }
-    let json_per_object = json_bytes as f64 / count as f64;
-    report("created", count, json_per_object, &storage).await;
-    for index in 0..count {
-        let key = format!("/configmaps/default/settings-{index:06}");
-        let current = storage.get(&key).await.unwrap().unwrap();
-        storage.update(&key, Bytes::from(config_map(index, size, 1)), current.mod_revision).await.unwrap();
-    }
-    report("each updated once", count, json_per_object, &storage).await;
-}
-
-/// Starts a cacher that replays the whole history into its ring, and prints what it holds.
-async fn report(state: &str, count: usize, json_per_object: f64, storage: &Arc<dyn Storage>) {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+fn measure(count: usize, size: usize, retained: usize) {
+    let resource = config_maps();
     let before = LIVE.load(Ordering::SeqCst);
-    let config = CacheConfig { history_revisions: count as u64 * 3, ..Default::default() };
-    let cacher = Cacher::start(Arc::clone(storage), config_maps(), config);
-    assert!(cacher.wait_ready(Duration::from_secs(120)).await, "the cache did not load");
-    // The reflector lists in the past and replays the rest: wait until it has all of it.
-    let target = storage.current_revision().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while cacher.revision() < target && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let ring_limits = RingLimits::default();
+    let store_limits = StoreLimits { retained, ..StoreLimits::default() };
+    let mut store = StoreWriter::new(store_limits, 0);
+    let mut ring = RingWriter::new(ring_limits, 0);
+    let mut json_bytes = 0;
+    let mut revision = 0;
+    for generation in 0..2 {
+        for index in 0..count {
+            let value = config_map(index, size, generation);
+            if generation == 0 {
+                json_bytes += value.len();
+            }
+            revision += 1;
+            let key: Arc<str> = Arc::from(format!("/configmaps/default/settings-{index:06}"));
+            let object = Arc::new(CachedObject::decode(&key, &value, revision, &resource).unwrap());
+            let prev = store.get(&key).cloned();
+            let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+            let event = Arc::new(CachedEvent::new(ring.next_seq(), kind, Arc::clone(&object), prev));
+            store.apply(&key, Some(object), revision);
+            store.publish();
+            ring.push(event);
+        }
+        let held = LIVE.load(Ordering::SeqCst) - before;
+        let json_per_object = json_bytes as f64 / count as f64;
+        let per_object = held as f64 / count as f64;
+        let state = if generation == 0 { "created" } else { "each updated once" };
+        println!(
+            "{count} objects of {json_per_object:.0} B JSON, {state}, {} snapshots kept: {per_object:.0} B per object ({:.2}x JSON); ring {} events, ring bytes bound {:.0} B per object",
+            store.store().retained_count(),
+            per_object / json_per_object,
+            ring.ring().len(),
+            ring.ring().bytes() as f64 / count as f64,
+        );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = cacher.stats();
-    assert_eq!((stats.objects, stats.revision), (count, target));
-    let held = LIVE.load(Ordering::SeqCst) - before;
-    let per_object = held as f64 / count as f64;
-    println!(
-        "{count} objects of {json_per_object:.0} B JSON, {state}: {per_object:.0} B per object ({:.2}x JSON); ring {} events, ring_bytes {:.0} B per object",
-        per_object / json_per_object,
-        stats.ring_events,
-        stats.ring_bytes as f64 / count as f64,
-    );
-    cacher.stop();
-    drop(cacher);
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let sizes: Vec<(usize, usize)> = match std::env::var("OBJECT_MEMORY_SIZES") {
-            Ok(text) => text
-                .split(',')
-                .map(|pair| {
-                    let (count, size) = pair.split_once('x').expect("COUNTxSIZE");
-                    (count.parse().unwrap(), size.parse().unwrap())
-                })
-                .collect(),
-            Err(_) => vec![(10_000, 1_024), (10_000, 10_240), (100_000, 1_024)],
-        };
-        for (count, size) in sizes {
-            measure(count, size).await;
-        }
-    });
+    let sizes: Vec<(usize, usize)> = match std::env::var("OBJECT_MEMORY_SIZES") {
+        Ok(text) => text
+            .split(',')
+            .map(|pair| {
+                let (count, size) = pair.split_once('x').expect("COUNTxSIZE");
+                (count.parse().unwrap(), size.parse().unwrap())
+            })
+            .collect(),
+        Err(_) => vec![(10_000, 1_024), (10_000, 10_240), (100_000, 1_024)],
+    };
+    let retained = match std::env::var("OBJECT_MEMORY_SNAPSHOTS") {
+        Ok(text) => text.parse().expect("a number of snapshots"),
+        Err(_) => StoreLimits::default().retained,
+    };
+    for (count, size) in sizes {
+        measure(count, size, retained);
+    }
 }
