@@ -70,7 +70,7 @@ fn filter(namespace: Option<String>) -> WatchFilter {
 }
 
 fn wants(filter: &Option<String>, event: &CachedEvent) -> bool {
-    filter.as_deref().is_none_or(|namespace| event.object.namespace == namespace)
+    filter.as_deref().is_none_or(|namespace| &*event.object.namespace == namespace)
 }
 
 fn dispatch_benches(c: &mut Criterion) {

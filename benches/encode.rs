@@ -1,11 +1,11 @@
 //! Encode once versus encode per watcher, for one ~1 KiB pod event and 1,000 watchers:
 //!
-//! - `encode-once`: watchcache's way: `CachedObject::decode` once, `CachedEvent::line` once,
-//!   then one `Bytes` clone (a reference count) per watcher;
+//! - `encode-once`: watchcache's way: `CachedObject::decode` once, then for every watcher the
+//!   line's framing and the object's shared bytes written into the buffer it sends;
 //! - `encode-per-watcher`: the stored JSON parsed once into a `serde_json::Value` event
 //!   `{"type":"ADDED","object":...}`, then `serde_json::to_vec` of it for every watcher.
 //!
-//! Both start from the stored bytes and end with one line per watcher in a reused `Vec`.
+//! Both start from the stored bytes and end with one line per watcher in a reused buffer.
 //!
 //! Run: `cargo bench --bench encode`.
 
@@ -16,10 +16,9 @@ use support::{pod_json, pods};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
-use watchcache::cacher::object::{CachedEvent, CachedObject, Delivery, EventType};
+use watchcache::cacher::object::{CachedEvent, CachedObject, Delivery, EventType, Wire};
 
 const WATCHERS: usize = 1_000;
 
@@ -31,16 +30,18 @@ fn encode_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_1000_watchers");
     group.throughput(Throughput::Elements(WATCHERS as u64));
     group.bench_function(BenchmarkId::from_parameter("encode-once"), |b| {
-        let mut lines: Vec<Bytes> = Vec::with_capacity(WATCHERS);
+        // Each watcher writes the line (framing and the shared bytes) into the buffer it sends.
+        let mut buffer = bytes::BytesMut::with_capacity(64 << 10);
         b.iter(|| {
             let object = CachedObject::decode("/pods/default/web", &stored, 42, &resource).unwrap();
             let event = CachedEvent::new(0, EventType::Added, Arc::new(object), None);
-            let line = event.line(Delivery::AsIs, &resource);
-            lines.clear();
+            let mut written = 0;
             for _ in 0..WATCHERS {
-                lines.push(line.clone());
+                buffer.clear();
+                event.line_for(Wire::Json, Delivery::AsIs, &resource).write_to(&mut buffer);
+                written += buffer.len();
             }
-            lines.len()
+            written
         })
     });
     group.bench_function(BenchmarkId::from_parameter("encode-per-watcher"), |b| {

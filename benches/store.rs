@@ -167,7 +167,7 @@ impl NamespaceSharded {
     fn new(objects: &[Arc<CachedObject>]) -> NamespaceSharded {
         let mut maps: HashMap<String, Map> = HashMap::new();
         for object in objects {
-            maps.entry(object.namespace.clone())
+            maps.entry(object.namespace.to_string())
                 .or_default()
                 .insert(Arc::clone(&object.key), Arc::clone(object));
         }
@@ -198,7 +198,7 @@ impl Subject for NamespaceSharded {
     }
 
     fn update(&mut self, object: &Arc<CachedObject>, _revision: u64) {
-        let shard = &self.namespaces[&object.namespace];
+        let shard = &self.namespaces[&*object.namespace];
         let mut map = Map::clone(&shard.load());
         map.insert(Arc::clone(&object.key), Arc::clone(object));
         shard.store(Arc::new(map));

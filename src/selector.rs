@@ -238,6 +238,18 @@ fn aggregate(errs: Vec<String>) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Label selectors (k8s.io/apimachinery/pkg/labels/selector.go).
+
+/// A set of labels a [`LabelSelector`] can match (kube's `labels.Labels`).
+pub trait Labels {
+    /// The value of the label `key`, if the set has it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
 // ---------------------------------------------------------------------------------------------
 
 /// How a label requirement relates its key to its values (`selection.Operator`).
@@ -331,8 +343,8 @@ impl Requirement {
     }
 
     /// Tells whether `labels` satisfy this requirement (`Requirement.Matches`).
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = labels.get(&self.key);
+    fn matches(&self, labels: &(impl Labels + ?Sized)) -> bool {
+        let value = labels.label(&self.key);
         match self.operator {
             Operator::Equals | Operator::DoubleEquals | Operator::In => {
                 value.is_some_and(|v| self.values.iter().any(|x| x == v))
@@ -431,7 +443,7 @@ impl LabelSelector {
     }
 
     /// Tells whether `labels` satisfy every requirement of this selector.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &(impl Labels + ?Sized)) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 }

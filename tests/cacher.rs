@@ -141,7 +141,7 @@ async fn serves_reads_and_watches_from_storage_state() {
         })
         .await
         .unwrap();
-    assert_eq!(web.items.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["p1"]);
+    assert_eq!(web.items.iter().map(|o| &*o.name).collect::<Vec<_>>(), ["p1"]);
     let in_b = cacher
         .list(&ListRequest {
             filter: filter(Some("b"), "", ""),
@@ -151,7 +151,7 @@ async fn serves_reads_and_watches_from_storage_state() {
         })
         .await
         .unwrap();
-    assert_eq!(in_b.items.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["p2"]);
+    assert_eq!(in_b.items.iter().map(|o| &*o.name).collect::<Vec<_>>(), ["p2"]);
 
     // A watch from the list's revision sees exactly the writes after it.
     let mut watch =
@@ -514,12 +514,12 @@ async fn paginated_lists_read_their_revision_from_retained_snapshots() {
     storage.delete(&key("a", "p5"), None).await.unwrap();
     storage.create(&key("a", "p55"), pod("a", "p55", "n", json!({}))).await.unwrap();
     assert!(cacher.wait_ready(WAIT).await);
-    let mut names: Vec<String> = first.items.iter().map(|o| o.name.clone()).collect();
+    let mut names: Vec<String> = first.items.iter().map(|o| o.name.to_string()).collect();
     let mut next = first.continue_after.clone().map(|after| (first.revision, after));
     while let Some(continue_from) = next {
         let page = cacher.list(&request(Some(continue_from))).await.unwrap();
         assert_eq!(page.revision, first.revision);
-        names.extend(page.items.iter().map(|o| o.name.clone()));
+        names.extend(page.items.iter().map(|o| o.name.to_string()));
         next = page.continue_after.clone().map(|after| (page.revision, after));
     }
     assert_eq!(names, (0..10).map(|i| format!("p{i}")).collect::<Vec<_>>());

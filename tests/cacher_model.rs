@@ -243,7 +243,7 @@ async fn run(seed: u64) {
                 let got = cacher.get(&key, ReadVersion::Consistent).await.unwrap();
                 let expected = model.get(&key);
                 assert_eq!(
-                    got.map(|o| (o.name.clone(), o.revision)),
+                    got.map(|o| (o.name.to_string(), o.revision)),
                     expected.map(|o| (o.name.clone(), o.revision)),
                     "seed {seed} step {step}: get {key}"
                 );

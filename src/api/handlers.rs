@@ -966,8 +966,8 @@ pub async fn delete_collection(
     for object in &listed.items {
         let item = Target {
             resource: Arc::clone(&target.resource),
-            namespace: (!object.namespace.is_empty()).then(|| object.namespace.clone()),
-            name: Some(object.name.clone()),
+            namespace: (!object.namespace.is_empty()).then(|| object.namespace.to_string()),
+            name: Some(object.name.to_string()),
             subresource: None,
         };
         match delete(state, &item, query, headers, body, wire).await {

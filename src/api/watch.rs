@@ -35,7 +35,7 @@ use super::printers::{self, TableOptions};
 use super::request::Query;
 use super::status::ApiError;
 use super::{ApiState, Body};
-use crate::cacher::object::{event_line, Wire};
+use crate::cacher::object::{Line, Wire};
 use crate::cacher::ring::TooOld;
 use crate::cacher::watcher::{Filled, LineBuffer, LineSink};
 use crate::cacher::{CacheError, CacheWatch};
@@ -106,13 +106,11 @@ pub fn watch_timeout(timeout_seconds: Option<u64>, min_request_timeout: Duration
 /// The ERROR event for a watcher that fell behind: a 410 Expired Status, in `wire`'s form.
 pub fn expired_line(too_old: TooOld, wire: Wire) -> Bytes {
     let status = ApiError::expired(too_old.to_string()).to_status();
-    match wire {
-        Wire::Json => event_line("ERROR", &serde_json::to_vec(&status).expect("Status encodes")),
-        Wire::Protobuf => {
-            let schema = crate::protobuf::schema();
-            Bytes::from(schema.watch_frame("ERROR", &schema.encode_object(&status).expect("Status encodes")))
-        }
-    }
+    let payload = match wire {
+        Wire::Json => serde_json::to_vec(&status).expect("Status encodes"),
+        Wire::Protobuf => crate::protobuf::schema().encode_object(&status).expect("Status encodes"),
+    };
+    Line { wire, event_type: "ERROR", payload: &payload }.to_bytes()
 }
 
 fn error_body(too_old: TooOld, wire: Wire) -> Body {
@@ -144,22 +142,21 @@ impl TableEvents {
         TableEvents { ty, options, headers_sent: false, headers_line: None }
     }
 
-    /// The Table event for one JSON watch event line; `index` is its place in the batch.
-    fn transform(&mut self, line: &Bytes, index: usize) -> Bytes {
-        let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else { return line.clone() };
-        let (Some(kind), Some(object)) = (event["type"].as_str(), event.get("object")) else {
-            return line.clone();
-        };
+    /// The Table event for one JSON watch event (`None`: it passes as it is); `index` is its
+    /// place in the batch.
+    fn transform(&mut self, line: Line<'_>, index: usize) -> Option<Bytes> {
+        let kind = line.event_type;
+        let object = serde_json::from_slice::<serde_json::Value>(line.payload).ok()?;
         if kind == "ERROR" || !object.is_object() || object["kind"] == "Status" {
-            return line.clone();
+            return None;
         }
         let options = TableOptions { no_headers: self.headers_sent, ..self.options };
-        let table = printers::object_table(&self.ty, object, &options);
+        let table = printers::object_table(&self.ty, &object, &options);
         if !self.headers_sent {
             self.headers_sent = true;
             self.headers_line = Some(index);
         }
-        event_line(kind, &serde_json::to_vec(&table).expect("JSON value encodes"))
+        Some(Bytes::from(serde_json::to_vec(&table).expect("JSON value encodes")))
     }
 }
 
@@ -170,9 +167,11 @@ struct TableSink<'a> {
 }
 
 impl LineSink for TableSink<'_> {
-    fn put(&mut self, line: &Bytes) {
-        let transformed = self.table.transform(line, self.buffer.lines);
-        self.buffer.put(&transformed);
+    fn put(&mut self, line: Line<'_>) {
+        match self.table.transform(line, self.buffer.lines) {
+            Some(table) => self.buffer.put(Line { payload: &table, ..line }),
+            None => self.buffer.put(line),
+        }
     }
 
     fn size(&self) -> (usize, usize) {
@@ -289,18 +288,15 @@ mod tests {
         let mut table = TableEvents::new(ty, options);
         let mut buffer = LineBuffer::default();
         let configmap = |name: &str| {
-            event_line(
-                "ADDED",
-                format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"{name}","resourceVersion":"4"}},"data":{{"a":"1"}}}}"#)
-                    .as_bytes(),
+            format!(
+                r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"{name}","resourceVersion":"4"}},"data":{{"a":"1"}}}}"#
             )
         };
-        let status =
-            Bytes::from_static(b"{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410}}\n");
+        let status = br#"{"kind":"Status","code":410}"#;
         let mut sink = TableSink { buffer: &mut buffer, table: &mut table };
-        sink.put(&configmap("a"));
-        sink.put(&status);
-        sink.put(&configmap("b"));
+        sink.put(Line::json("ADDED", configmap("a").as_bytes()));
+        sink.put(Line::json("ERROR", status));
+        sink.put(Line::json("ADDED", configmap("b").as_bytes()));
         let lines: Vec<serde_json::Value> = std::str::from_utf8(&buffer.take())
             .unwrap()
             .lines()
@@ -322,9 +318,9 @@ mod tests {
         // A batch cut before the event with the column definitions leaves them to the next.
         let mut table = TableEvents::new(table.ty.clone(), options);
         let mut sink = TableSink { buffer: &mut buffer, table: &mut table };
-        sink.put(&configmap("a"));
+        sink.put(Line::json("ADDED", configmap("a").as_bytes()));
         sink.truncate((0, 0));
-        sink.put(&configmap("b"));
+        sink.put(Line::json("ADDED", configmap("b").as_bytes()));
         let line: serde_json::Value = serde_json::from_slice(&buffer.take()).unwrap();
         assert!(line["object"]["columnDefinitions"].is_array());
     }

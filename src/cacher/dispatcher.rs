@@ -186,10 +186,10 @@ impl Dispatcher {
                     continue;
                 }
                 let Some(delivery) = watcher.filter.delivery(event) else { continue };
-                if delivery != Delivery::AsIs {
-                    // Build the transition's line here, once, rather than in the first watcher
+                if delivery == Delivery::AsDeleted {
+                    // Build the transition's state here, once, rather than in the first watcher
                     // to read it.
-                    event.line_ref(delivery, resource);
+                    event.deleted_state(resource);
                 }
                 stats.delivered += 1;
                 if watcher.offer(event, delivery) == Offered::Overflowed {
@@ -204,16 +204,14 @@ impl Dispatcher {
         offer(everything);
         let object = &event.object;
         if !by_namespace.is_empty() && !object.namespace.is_empty() {
-            if let Some(watchers) = by_namespace.get(object.namespace.as_str()) {
+            if let Some(watchers) = by_namespace.get(&*object.namespace) {
                 offer(watchers);
             }
         }
         if !by_name.is_empty() {
             // A name watch without a namespace sees that name in every namespace.
-            for namespace in [object.namespace.as_str(), ""] {
-                if let Some(watchers) =
-                    by_name.get(namespace).and_then(|names| names.get(object.name.as_str()))
-                {
+            for namespace in [&*object.namespace, ""] {
+                if let Some(watchers) = by_name.get(namespace).and_then(|names| names.get(&*object.name)) {
                     offer(watchers);
                 }
                 if object.namespace.is_empty() {

@@ -283,18 +283,20 @@ impl Reflector {
         let key: Arc<str> = Arc::from(event.kv.key.as_str());
         let prev = self.store.get(&key).cloned();
         let (kind, object) = match event.kind {
-            EventKind::Put => match CachedObject::decode(&key, &event.kv.value, revision, &resource) {
-                Ok(object) => {
-                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                    (kind, Arc::new(object))
+            EventKind::Put => {
+                match CachedObject::decode_with_key(Arc::clone(&key), &event.kv.value, revision, &resource) {
+                    Ok(object) => {
+                        let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                        (kind, Arc::new(object))
+                    }
+                    Err(error) => {
+                        self.shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "skipping a write that cannot be decoded");
+                        self.store.advance(revision);
+                        return;
+                    }
                 }
-                Err(error) => {
-                    self.shared.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, "skipping a write that cannot be decoded");
-                    self.store.advance(revision);
-                    return;
-                }
-            },
+            }
             EventKind::Delete => {
                 let last = match (&prev, &event.prev) {
                     (Some(prev), _) => Some(Arc::clone(prev)),

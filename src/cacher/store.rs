@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(before.len(), 1);
         let after = store.current();
         assert_eq!(after.revision, 5);
-        assert_eq!(after.range("/things/", None).map(|o| o.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(after.range("/things/", None).map(|o| &*o.name).collect::<Vec<_>>(), ["b"]);
         assert_eq!(store.at(2).map(|s| s.len()), Some(1));
         assert_eq!(store.at(3).map(|s| s.len()), Some(2));
         // No write at 4: the state at 4 is the state at 3.

@@ -61,7 +61,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam::queue::ArrayQueue;
 use futures_util::task::AtomicWaker;
 
-use super::object::{bookmark_line_for, CachedEvent, CachedObject, Delivery, ResourceConfig, Wire};
+use super::object::{bookmark, CachedEvent, CachedObject, Delivery, Line, ResourceConfig, Wire};
 use super::ring::{EventRing, TooOld};
 use super::store::Snapshot;
 use super::CacherShared;
@@ -114,7 +114,7 @@ impl WatchFilter {
     /// Whether `object` passes.
     pub fn matches(&self, object: &CachedObject) -> bool {
         if let Some(namespace) = &self.namespace {
-            if object.namespace != *namespace {
+            if *object.namespace != **namespace {
                 return false;
             }
         }
@@ -267,8 +267,8 @@ pub enum Filled {
 
 /// Where a watch puts its lines.
 pub trait LineSink {
-    /// Appends one newline-terminated line.
-    fn put(&mut self, line: &Bytes);
+    /// Appends one line (for JSON newline-terminated, for protobuf one length-prefixed frame).
+    fn put(&mut self, line: Line<'_>);
     /// How many lines and bytes it holds.
     fn size(&self) -> (usize, usize);
     /// Drops everything after the first `lines` lines and `bytes` bytes (a previous `size`).
@@ -276,8 +276,8 @@ pub trait LineSink {
 }
 
 impl LineSink for Vec<Bytes> {
-    fn put(&mut self, line: &Bytes) {
-        self.push(line.clone());
+    fn put(&mut self, line: Line<'_>) {
+        self.push(line.to_bytes());
     }
 
     fn size(&self) -> (usize, usize) {
@@ -289,7 +289,9 @@ impl LineSink for Vec<Bytes> {
     }
 }
 
-/// Lines copied into one buffer, to be written in one go: the buffer is reused from batch to
+/// Lines written into one buffer, to be sent in one go: each line's framing and the object's
+/// shared bytes go straight in, so an event costs one copy of its bytes per watcher, into the
+/// buffer that goes to the socket, and no line of its own. The buffer is reused from batch to
 /// batch (once the previous batch's bytes are written and dropped, `reserve` takes the
 /// allocation back), so a steady watch allocates nothing per batch.
 #[derive(Debug, Default)]
@@ -309,8 +311,8 @@ impl LineBuffer {
 }
 
 impl LineSink for LineBuffer {
-    fn put(&mut self, line: &Bytes) {
-        self.bytes.extend_from_slice(line);
+    fn put(&mut self, line: Line<'_>) {
+        line.write_to(&mut self.bytes);
         self.lines += 1;
     }
 
@@ -520,8 +522,8 @@ impl CacheWatch {
                     let deadline = tokio::time::Instant::now() + bookmarks.period;
                     bookmarks.timer.as_mut().reset(deadline);
                     match self.bookmark() {
-                        Ok(line) => {
-                            sink.put(&line);
+                        Ok((event_type, payload)) => {
+                            sink.put(Line { wire: self.wire, event_type, payload: &payload });
                             return Poll::Ready(Some(Filled::Lines));
                         }
                         Err(too_old) => {
@@ -569,7 +571,7 @@ impl CacheWatch {
             }
             last = Some(Arc::clone(&object.key));
             if self.shared.filter.matches(object) {
-                sink.put(object.added_line_for(self.wire, &self.resource));
+                sink.put(object.added(self.wire, &self.resource));
             }
         }
         if full {
@@ -577,7 +579,8 @@ impl CacheWatch {
             return true;
         }
         if initial.initial_events_end {
-            sink.put(&bookmark_line_for(self.wire, &self.resource, initial.snapshot.revision, true));
+            let (event_type, payload) = bookmark(self.wire, &self.resource, initial.snapshot.revision, true);
+            sink.put(Line { wire: self.wire, event_type, payload: &payload });
         }
         self.initial = None;
         sink.size().0 > start
@@ -718,7 +721,7 @@ impl CacheWatch {
     /// A BOOKMARK at the newest revision the watch is complete up to. Looks at the ring first:
     /// a bookmark must never get ahead of an event the watch has yet to send, so if one is
     /// pending the bookmark stays at the cursor.
-    fn bookmark(&mut self) -> Result<Bytes, TooOld> {
+    fn bookmark(&mut self) -> Result<(&'static str, Bytes), TooOld> {
         if let (Some(from), None) = (self.next_seq, &self.initial) {
             let complete = self.ring.revision();
             let tail = self.ring.tail();
@@ -743,7 +746,7 @@ impl CacheWatch {
                 self.ring_until = self.ring_until.min(tail);
             }
         }
-        Ok(bookmark_line_for(self.wire, &self.resource, self.cursor, false))
+        Ok(bookmark(self.wire, &self.resource, self.cursor, false))
     }
 }
 

@@ -192,14 +192,8 @@ impl Schema {
     /// big-endian length, then a `metav1.WatchEvent` (without envelope) whose object is the
     /// encoded object (with envelope).
     pub fn watch_frame(&self, event_type: &str, encoded_object: &[u8]) -> Vec<u8> {
-        let mut event = Vec::with_capacity(encoded_object.len() + event_type.len() + 16);
-        put_bytes(&mut event, 1, event_type.as_bytes());
-        let mut raw = Vec::with_capacity(encoded_object.len() + 4);
-        put_bytes(&mut raw, 1, encoded_object);
-        put_bytes(&mut event, 2, &raw);
-        let mut frame = Vec::with_capacity(event.len() + 4);
-        frame.extend_from_slice(&(event.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&event);
+        let mut frame = Vec::with_capacity(watch_frame_len(event_type, encoded_object.len()));
+        write_watch_frame(&mut frame, event_type, encoded_object);
         frame
     }
 
@@ -238,6 +232,35 @@ fn put_bytes(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
     encode_varint(((number as u64) << 3) | 2, out);
     encode_varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
+}
+
+/// The length of [`write_watch_frame`]'s frame for an object of `object_len` bytes.
+pub fn watch_frame_len(event_type: &str, object_len: usize) -> usize {
+    let raw = bytes_field_len(object_len);
+    4 + bytes_field_len(event_type.len()) + bytes_field_len(raw)
+}
+
+/// Writes one watch-stream frame (see [`Schema::watch_frame`]) straight into `out`, without an
+/// intermediate copy of the object.
+pub fn write_watch_frame(out: &mut impl bytes::BufMut, event_type: &str, encoded_object: &[u8]) {
+    let raw = bytes_field_len(encoded_object.len());
+    let event = bytes_field_len(event_type.len()) + bytes_field_len(raw);
+    out.put_u32(event as u32);
+    put_bytes_header(out, 1, event_type.len());
+    out.put_slice(event_type.as_bytes());
+    put_bytes_header(out, 2, raw);
+    put_bytes_header(out, 1, encoded_object.len());
+    out.put_slice(encoded_object);
+}
+
+/// The encoded length of a length-delimited field (numbers below 16) of `len` bytes.
+fn bytes_field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+fn put_bytes_header(out: &mut impl bytes::BufMut, number: u32, len: usize) {
+    encode_varint(((number as u64) << 3) | 2, out);
+    encode_varint(len as u64, out);
 }
 
 /// The next length-delimited field (others are skipped).
