@@ -61,9 +61,14 @@ fn serves_health_and_version_on_the_embedded_default_and_stops_on_sigterm() {
     assert!(server.startup_line.contains(data_dir.to_str().unwrap()), "{}", server.startup_line);
     assert!(data_dir.join("watchcache.redb").is_file(), "the store is on disk");
 
+    server.wait_ready(Duration::from_secs(10));
     for path in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(http_get(&server.address, path), (200, "ok".to_owned()), "{path}");
     }
+    // Each check, as kube-apiserver lists them.
+    let (status, body) = http_get(&server.address, "/readyz?verbose");
+    assert_eq!(status, 200);
+    assert_eq!(body, "[+]ping ok\n[+]storage ok\n[+]informer-sync ok\nreadyz check passed\n");
     let (status, body) = http_get(&server.address, "/version");
     assert_eq!(status, 200);
     let version: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -109,10 +114,13 @@ fn readyz_follows_etcd_reachability() {
     let urls = cluster.client_urls();
     let mut server = ServerProcess::start(&["--etcd-endpoints", &urls[0]]);
     assert!(server.startup_line.contains("storage: etcd"), "{}", server.startup_line);
-    assert_eq!(http_get(&server.address, "/readyz").0, 200);
+    server.wait_ready(Duration::from_secs(10));
     cluster.kill(0);
     let (status, body) = http_get(&server.address, "/readyz");
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("[-]storage failed: reason withheld\n"), "{body}");
+    assert!(body.contains("[+]informer-sync ok\n"), "{body}");
+    assert!(body.ends_with("readyz check failed\n"), "{body}");
     assert_eq!(http_get(&server.address, "/livez").0, 200, "liveness does not depend on etcd");
     assert_eq!(server.terminate(Duration::from_secs(15)).code(), Some(0));
 }
