@@ -26,7 +26,8 @@
 //! from storage must not wait for an event that will never come, and starts (skipping any event
 //! at or below its revision, which may still arrive behind the notification). The ring, the
 //! store, bookmarks and the reflector's re-watch point move with applied events only, and a
-//! `NotOlderThan` read that only a notification satisfied is served by storage.
+//! `NotOlderThan` read that only a notification satisfied is served by storage, and so is the
+//! initial state of a watch-list (`sendInitialEvents`) that the cache cannot prove current.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -590,6 +591,26 @@ impl Cacher {
         }
     }
 
+    /// The objects of `namespace` (all namespaces when `None`) as storage has them now.
+    async fn storage_snapshot(&self, namespace: Option<&str>) -> Result<Arc<Snapshot>, CacheError> {
+        let prefix = match namespace {
+            Some(namespace) => format!("{}{namespace}/", self.shared.resource.prefix),
+            None => self.shared.resource.prefix.clone(),
+        };
+        let request = ListRequest {
+            filter: WatchFilter::everything(),
+            limit: None,
+            continue_from: None,
+            version: ReadVersion::Consistent,
+        };
+        let listed = self.list_from_storage(&prefix, &request, None, None, usize::MAX).await?;
+        Ok(Arc::new(Snapshot {
+            revision: listed.revision,
+            objects: listed.items.into_iter().map(|object| (Arc::clone(&object.key), object)).collect(),
+            published: std::time::Instant::now(),
+        }))
+    }
+
     /// Starts a watch.
     pub async fn watch(
         &self,
@@ -619,9 +640,12 @@ impl Cacher {
             WatchStart::InitialState { version, initial_events_end } => {
                 let snapshot = match self.snapshot_for(version).await? {
                     Ok(snapshot) => snapshot,
-                    // The cache cannot be proven current: the newest state it has is still a
-                    // valid start, since the watch then delivers everything after it.
-                    Err(_) => self.shared.store.current(),
+                    // The cache cannot be proven current (an etcd whose progress notifications
+                    // cannot be trusted, or a cache that did not catch up in time): the initial
+                    // state comes from storage, so that the initial-events-end bookmark is not
+                    // older than the client asked for. The watch then skips any event at or
+                    // below that revision that the cache applies later.
+                    Err(_) => self.storage_snapshot(filter.namespace.as_deref()).await?,
                 };
                 Start::Snapshot { snapshot, initial_events_end }
             }

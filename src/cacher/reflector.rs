@@ -836,4 +836,62 @@ mod tests {
         assert!(!cacher.is_ready());
         assert!(failed_lists.load(Ordering::Relaxed) >= 1);
     }
+
+    fn revision_of(line: &[u8]) -> (String, Revision, bool) {
+        let event: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let revision = event["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let end = event["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true";
+        (event["type"].as_str().unwrap().to_owned(), revision, end)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreliable_progress_moves_neither_the_store_nor_bookmarks_nor_watch_lists() {
+        let storage: Arc<dyn Storage> =
+            Arc::new(Overtaking(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap()));
+        let config = CacheConfig { bookmark_interval: Duration::from_millis(100), ..CacheConfig::default() };
+        let cacher = Cacher::start(Arc::clone(&storage), things(), config);
+        assert!(cacher.wait_ready(Duration::from_secs(5)).await);
+        let start = storage.current_revision().await.unwrap();
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(start), true).await.unwrap();
+        let written = storage.create("/things/ns/t1", thing("t1")).await.unwrap().mod_revision;
+        // Writes elsewhere: the store's watch reports progress past them.
+        storage.create("/others/ns/o1", thing("o1")).await.unwrap();
+        let current = storage.create("/others/ns/o2", thing("o2")).await.unwrap().mod_revision;
+        let mut bookmarks = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while tokio::time::Instant::now() < deadline {
+            let Ok(item) = tokio::time::timeout(Duration::from_millis(200), watch.next()).await else {
+                continue;
+            };
+            let Some(WatchItem::Lines(lines)) = item else { panic!("the watch ended: {item:?}") };
+            for line in lines {
+                match revision_of(&line) {
+                    (kind, revision, _) if kind == "BOOKMARK" => bookmarks.push(revision),
+                    (_, revision, _) => assert_eq!(revision, written),
+                }
+            }
+        }
+        assert!(!bookmarks.is_empty(), "no bookmark in a second");
+        assert!(bookmarks.iter().all(|&bookmark| bookmark <= written), "a bookmark got ahead: {bookmarks:?}");
+        // Cached reads stay at the events applied.
+        let list = cacher.list(&everything(ReadVersion::Any)).await.unwrap();
+        assert_eq!(list.revision, written);
+        // A consistent watch-list cannot trust the cache: its initial state is storage's.
+        let mut listing = cacher
+            .watch(
+                WatchFilter::everything(),
+                WatchStart::InitialState { version: ReadVersion::Consistent, initial_events_end: true },
+                true,
+            )
+            .await
+            .unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(5), listing.next()).await.unwrap();
+        let Some(WatchItem::Lines(lines)) = item else { panic!("the watch-list ended: {item:?}") };
+        let seen: Vec<_> = lines.iter().map(|line| revision_of(line)).collect();
+        assert_eq!(seen[0], ("ADDED".to_owned(), written, false));
+        let (kind, revision, end) = seen.last().unwrap().clone();
+        assert!(kind == "BOOKMARK" && end, "{seen:?}");
+        assert!(revision >= current, "the initial-events-end bookmark is stale: {revision} < {current}");
+    }
 }
