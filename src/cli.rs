@@ -92,6 +92,21 @@ pub struct ServeArgs {
     /// Log filter (e.g. info, debug, watchcache=trace); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    // --- Operations: logging ---
+    /// Log line format on standard error: text (colours only when standard error is a
+    /// terminal) or json (one JSON object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// The values of `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The values of `--storage-media-type`.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use watchcache::cli::{Cli, Command};
+use watchcache::cli::{Cli, Command, LogFormat};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,7 +24,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            // Colour codes only for a terminal: a file or a log shipper gets plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+            match args.log_format {
+                LogFormat::Text => logs.with_ansi(ansi).init(),
+                LogFormat::Json => logs.json().with_current_span(false).init(),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

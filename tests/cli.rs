@@ -30,6 +30,7 @@ fn help_documents_every_flag() {
         "--min-request-timeout",
         "--watch-delivery-linger",
         "--log-level",
+        "--log-format",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
@@ -55,6 +56,9 @@ fn bad_flags_exit_2_with_a_message() {
     }
     let output = watchcache(&["serve", "--in-memory", "--log-level", "[[["]);
     assert_eq!(output.status.code(), Some(2));
+    let output = watchcache(&["serve", "--in-memory", "--log-format", "xml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--log-format"));
 }
 
 #[test]
@@ -66,9 +70,14 @@ fn serves_health_and_version_on_the_embedded_default_and_stops_on_sigterm() {
     assert!(server.startup_line.contains(data_dir.to_str().unwrap()), "{}", server.startup_line);
     assert!(data_dir.join("watchcache.redb").is_file(), "the store is on disk");
 
+    server.wait_ready(Duration::from_secs(10));
     for path in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(http_get(&server.address, path), (200, "ok".to_owned()), "{path}");
     }
+    // Each check, as kube-apiserver lists them.
+    let (status, body) = http_get(&server.address, "/readyz?verbose");
+    assert_eq!(status, 200);
+    assert_eq!(body, "[+]ping ok\n[+]storage ok\n[+]informer-sync ok\nreadyz check passed\n");
     let (status, body) = http_get(&server.address, "/version");
     assert_eq!(status, 200);
     let version: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -114,10 +123,64 @@ fn readyz_follows_etcd_reachability() {
     let urls = cluster.client_urls();
     let mut server = ServerProcess::start(&["--etcd-endpoints", &urls[0]]);
     assert!(server.startup_line.contains("storage: etcd"), "{}", server.startup_line);
-    assert_eq!(http_get(&server.address, "/readyz").0, 200);
+    server.wait_ready(Duration::from_secs(10));
     cluster.kill(0);
     let (status, body) = http_get(&server.address, "/readyz");
     assert_eq!(status, 503, "{body}");
+    assert!(body.contains("[-]storage failed: reason withheld\n"), "{body}");
+    assert!(body.contains("[+]informer-sync ok\n"), "{body}");
+    assert!(body.ends_with("readyz check failed\n"), "{body}");
     assert_eq!(http_get(&server.address, "/livez").0, 200, "liveness does not depend on etcd");
     assert_eq!(server.terminate(Duration::from_secs(15)).code(), Some(0));
+}
+
+/// Runs the binary with standard error to a file until its caches have synced, then stops it;
+/// the log it wrote.
+fn log_to_file(args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--in-memory", "--listen=127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(&address, "/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let log = log_to_file(&[]);
+    assert!(log.contains("cache synced"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file:\n{log}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let log = log_to_file(&["--log-format", "json"]);
+    let mut synced = 0;
+    for line in log.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(entry["level"].is_string() && entry["timestamp"].is_string(), "{line}");
+        if entry["fields"]["message"] == "cache synced" {
+            assert!(entry["fields"]["resource"].is_string(), "{line}");
+            synced += 1;
+        }
+    }
+    assert!(synced > 5, "{log}");
+    assert!(!log.contains('\u{1b}'));
 }

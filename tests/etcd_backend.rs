@@ -129,3 +129,34 @@ async fn unreachable_etcd_is_a_clear_error_after_a_bounded_retry() {
     assert!(matches!(&error, StorageError::Unavailable(message) if message.contains(&url)), "{error}");
     assert!(started.elapsed() < Duration::from_secs(20), "retry is not bounded: {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_loses_its_leader_fails_watches_and_writes_instead_of_stalling() {
+    let mut cluster = EtcdCluster::start(3);
+    let urls = cluster.client_urls();
+    // Only member 0 is an endpoint; the other two die, so it has no leader any more.
+    let storage = EtcdStorage::connect(&urls[..1], EtcdOptions::default()).await.unwrap();
+    let before = storage.create("/pods/default/before", Bytes::from_static(b"1")).await.unwrap();
+    let mut watch = storage.watch("/pods/", before.mod_revision).await.unwrap();
+    cluster.kill(1);
+    cluster.kill(2);
+    let killed = Instant::now();
+    // Without a leader requirement this watch would wait for events forever.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchMessage::Progress(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch on a member without a leader never ended");
+    assert!(matches!(ended, Some(Err(StorageError::Unavailable(_))) | None), "{ended:?}");
+    eprintln!("the watch ended {:?} after the leader was lost", killed.elapsed());
+    // A write now fails fast with a retryable error rather than after the request timeout.
+    let started = Instant::now();
+    let error = storage.create("/pods/default/after", Bytes::from_static(b"2")).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the write took {:?}", started.elapsed());
+}

@@ -54,4 +54,9 @@ async fn metrics_count_requests_and_describe_the_caches() {
     ] {
         assert!(cache(counter).is_some(), "{counter} missing");
     }
+    assert_eq!(cache("watchcache_cache_ready"), Some(1.0));
+    for cause in ["compacted", "event_behind_progress", "watch_failed", "catch_up_stalled"] {
+        let relists = format!(r#"watchcache_relists_total{{resource="configmaps",cause="{cause}"}}"#);
+        assert_eq!(sample(&text, &relists), Some(0.0), "{relists}");
+    }
 }

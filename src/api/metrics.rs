@@ -86,21 +86,21 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The `resource` label: `plural` or `plural.group`.
+fn resource_label(resource: &crate::registry::Resource) -> String {
+    let ty = &resource.ty;
+    if ty.group.is_empty() {
+        ty.plural.clone()
+    } else {
+        format!("{}.{}", ty.plural, ty.group)
+    }
+}
+
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let resources = self.registry.all();
-        let stats: Vec<(String, crate::cacher::CacheStats)> = resources
-            .iter()
-            .map(|resource| {
-                let ty = &resource.ty;
-                let name = if ty.group.is_empty() {
-                    ty.plural.clone()
-                } else {
-                    format!("{}.{}", ty.plural, ty.group)
-                };
-                (name, resource.cacher.stats())
-            })
-            .collect();
+        let stats: Vec<(String, crate::cacher::CacheStats)> =
+            resources.iter().map(|resource| (resource_label(resource), resource.cacher.stats())).collect();
         type Value = fn(&crate::cacher::CacheStats) -> f64;
         let gauges: [(&str, &str, Value); 6] = [
             ("watchcache_watchers", "Open watches", |s| s.watchers as f64),
@@ -136,6 +136,30 @@ impl Collector for CacheCollector {
                 let labels = vec![("resource".to_owned(), resource.clone())];
                 ConstCounter::new(value(stats)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "watchcache_relists",
+            "Relists of a cache, by cause: compacted, event_behind_progress, watch_failed, catch_up_stalled",
+            None,
+            MetricType::Counter,
+        )?;
+        for (resource, stats) in &stats {
+            for (cause, count) in stats.relists.by_cause() {
+                let labels =
+                    vec![("resource".to_owned(), resource.clone()), ("cause".to_owned(), cause.to_owned())];
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "watchcache_cache_ready",
+            "1 once the cache has synced with storage (see /readyz), else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for resource in &resources {
+            let labels = vec![("resource".to_owned(), resource_label(resource))];
+            ConstGauge::new(if resource.cacher.is_ready() { 1.0 } else { 0.0 })
+                .encode(family.encode_family(&labels)?)?;
         }
         let revision = self.storage_revision.load(std::sync::atomic::Ordering::Relaxed);
         let gauge = ConstGauge::new(revision as f64);

@@ -9,6 +9,7 @@
 //! - `handlers`: the verbs on resources;
 //! - `watch`: watch streams;
 //! - `discovery`: discovery and OpenAPI documents;
+//! - `health`: `/readyz` and its checks;
 //! - `crd`: CustomResourceDefinitions;
 //! - `negotiate`: JSON or protobuf, from `Accept` and `Content-Type`;
 //! - `printers`: Tables, with kube-apiserver's columns for each type;
@@ -36,6 +37,7 @@ use crate::registry::Registry;
 pub mod crd;
 pub mod discovery;
 pub mod handlers;
+pub mod health;
 pub mod metrics;
 pub mod negotiate;
 pub mod printers;
@@ -55,9 +57,6 @@ pub fn full(bytes: Bytes) -> Body {
 
 /// How long shutdown waits for open connections to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long `/readyz` waits for the storage to answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a request other than a watch may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -188,17 +187,7 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
     let get = method == Method::GET;
     match path.as_str() {
         "/healthz" | "/livez" if get => return Ok(text(StatusCode::OK, "ok")),
-        "/readyz" if get => {
-            return Ok(
-                match tokio::time::timeout(READY_TIMEOUT, state.registry.storage().current_revision()).await {
-                    Ok(Ok(_)) => text(StatusCode::OK, "ok"),
-                    Ok(Err(error)) => {
-                        text(StatusCode::SERVICE_UNAVAILABLE, &format!("storage not ready: {error}"))
-                    }
-                    Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "storage not ready: no answer in time"),
-                },
-            )
-        }
+        "/readyz" if get => return Ok(health::readyz(state, request.uri().query()).await),
         "/version" if get => return Ok(json_value(&version())),
         "/metrics" if get => {
             let revision = state.registry.storage().current_revision().await.ok();

@@ -174,6 +174,16 @@ impl ApiError {
         error
     }
 
+    /// 429 TooManyRequests with Retry-After: the resource's cache has not synced yet
+    /// (kube-apiserver 1.34's answer while its watch cache initializes).
+    pub fn initializing() -> ApiError {
+        let mut error =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "storage is (re)initializing");
+        error.details = Some(Box::new(json!({ "retryAfterSeconds": 1 })));
+        error.retry_after = Some(1);
+        error
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
@@ -241,6 +251,7 @@ impl ApiError {
                 ApiError::too_large_resource_version(requested, current)
             }
             CacheError::Storage(error) => ApiError::from_storage(error, subject),
+            CacheError::NotReady => ApiError::initializing(),
             CacheError::Closed => ApiError::unavailable("the server is shutting down"),
             other => ApiError::internal(other.to_string()),
         }

@@ -26,7 +26,8 @@
 //! from storage must not wait for an event that will never come, and starts (skipping any event
 //! at or below its revision, which may still arrive behind the notification). The ring, the
 //! store, bookmarks and the reflector's re-watch point move with applied events only, and a
-//! `NotOlderThan` read that only a notification satisfied is served by storage.
+//! `NotOlderThan` read that only a notification satisfied is served by storage, and so is the
+//! initial state of a watch-list (`sendInitialEvents`) that the cache cannot prove current.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -178,6 +179,10 @@ pub enum CacheError {
     /// A stored object could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The cache has not synced with storage yet (kube-apiserver 1.34: 429 "storage is
+    /// (re)initializing", Retry-After 1).
+    #[error("storage is (re)initializing")]
+    NotReady,
     /// The cacher was stopped.
     #[error("the cache is shutting down")]
     Closed,
@@ -194,6 +199,10 @@ pub(crate) struct Counters {
     pub(crate) caught_up: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) storage_fallbacks: AtomicU64,
+    pub(crate) relists_compacted: AtomicU64,
+    pub(crate) relists_event_behind_progress: AtomicU64,
+    pub(crate) relists_watch_failed: AtomicU64,
+    pub(crate) relists_catch_up_stalled: AtomicU64,
 }
 
 /// A point-in-time view of a cacher's counters.
@@ -217,6 +226,10 @@ pub struct CacheStats {
     pub decode_errors: u64,
     /// Reads served from storage because the cache could not serve them.
     pub storage_fallbacks: u64,
+    /// Relists, by cause: the watch's history was compacted, an event arrived behind a
+    /// progress notification, the watch failed with an error a retry will not fix, the first
+    /// list's catch-up stalled.
+    pub relists: Relists,
     /// Events in the ring.
     pub ring_events: usize,
     /// Bytes of events in the ring.
@@ -225,6 +238,31 @@ pub struct CacheStats {
     pub ring_window: Duration,
     /// Objects in the store.
     pub objects: usize,
+}
+
+/// Relists by cause (see [`CacheStats::relists`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Relists {
+    /// Storage no longer had the history the watch needed.
+    pub compacted: u64,
+    /// An event arrived behind a progress notification (etcd#15220).
+    pub event_behind_progress: u64,
+    /// The watch failed with an error a retry will not fix.
+    pub watch_failed: u64,
+    /// The first list's catch-up from the past stopped moving.
+    pub catch_up_stalled: u64,
+}
+
+impl Relists {
+    /// `(cause label, count)` pairs, for metrics.
+    pub fn by_cause(&self) -> [(&'static str, u64); 4] {
+        [
+            ("compacted", self.compacted),
+            ("event_behind_progress", self.event_behind_progress),
+            ("watch_failed", self.watch_failed),
+            ("catch_up_stalled", self.catch_up_stalled),
+        ]
+    }
 }
 
 /// What the cacher's handles, its watches and its reflector share.
@@ -240,7 +278,8 @@ pub(crate) struct CacherShared {
     /// progress notification. Written by the reflector (Release); read (Acquire) by consistent
     /// reads when storage's progress notifications cannot be trusted.
     pub(crate) event_revision: AtomicU64,
-    /// Whether the first list has been loaded.
+    /// Whether the cache has synced: it has reached the revision storage had when its first
+    /// list began (see `reflector`, *Readiness*). Never goes back to false.
     pub(crate) ready: watch::Sender<bool>,
     /// Readers waiting for a revision ask the reflector to request progress from storage.
     pub(crate) progress_requests: Notify,
@@ -305,7 +344,12 @@ impl Cacher {
         &self.shared.resource
     }
 
-    /// Waits (at most `timeout`) until the first list is loaded; whether it is.
+    /// Whether the cache has synced with storage (see `reflector`, *Readiness*).
+    pub fn is_ready(&self) -> bool {
+        *self.shared.ready.borrow()
+    }
+
+    /// Waits (at most `timeout`) until the cache has synced with storage; whether it has.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut ready = self.shared.ready.subscribe();
         tokio::time::timeout(timeout, ready.wait_for(|ready| *ready)).await.is_ok_and(|result| result.is_ok())
@@ -336,6 +380,12 @@ impl Cacher {
             caught_up: counters.caught_up.load(Ordering::Relaxed),
             decode_errors: counters.decode_errors.load(Ordering::Relaxed),
             storage_fallbacks: counters.storage_fallbacks.load(Ordering::Relaxed),
+            relists: Relists {
+                compacted: counters.relists_compacted.load(Ordering::Relaxed),
+                event_behind_progress: counters.relists_event_behind_progress.load(Ordering::Relaxed),
+                watch_failed: counters.relists_watch_failed.load(Ordering::Relaxed),
+                catch_up_stalled: counters.relists_catch_up_stalled.load(Ordering::Relaxed),
+            },
             ring_events: self.shared.ring.len(),
             ring_bytes: self.shared.ring.bytes(),
             ring_window: self.shared.ring.window_age().unwrap_or_default(),
@@ -380,7 +430,7 @@ impl Cacher {
             return Err(CacheError::Closed);
         }
         if !*self.shared.ready.borrow() && !self.wait_ready(self.config.consistent_read_timeout).await {
-            return Ok(Err(None));
+            return Err(CacheError::NotReady);
         }
         match version {
             ReadVersion::Any => Ok(Ok(self.shared.store.current())),
@@ -541,6 +591,26 @@ impl Cacher {
         }
     }
 
+    /// The objects of `namespace` (all namespaces when `None`) as storage has them now.
+    async fn storage_snapshot(&self, namespace: Option<&str>) -> Result<Arc<Snapshot>, CacheError> {
+        let prefix = match namespace {
+            Some(namespace) => format!("{}{namespace}/", self.shared.resource.prefix),
+            None => self.shared.resource.prefix.clone(),
+        };
+        let request = ListRequest {
+            filter: WatchFilter::everything(),
+            limit: None,
+            continue_from: None,
+            version: ReadVersion::Consistent,
+        };
+        let listed = self.list_from_storage(&prefix, &request, None, None, usize::MAX).await?;
+        Ok(Arc::new(Snapshot {
+            revision: listed.revision,
+            objects: listed.items.into_iter().map(|object| (Arc::clone(&object.key), object)).collect(),
+            published: std::time::Instant::now(),
+        }))
+    }
+
     /// Starts a watch.
     pub async fn watch(
         &self,
@@ -552,7 +622,7 @@ impl Cacher {
             return Err(CacheError::Closed);
         }
         if !self.wait_ready(self.config.consistent_read_timeout).await {
-            return Err(CacheError::Storage(StorageError::Unavailable("the cache is not ready yet".into())));
+            return Err(CacheError::NotReady);
         }
         let start = match start {
             WatchStart::After(revision) => {
@@ -570,9 +640,12 @@ impl Cacher {
             WatchStart::InitialState { version, initial_events_end } => {
                 let snapshot = match self.snapshot_for(version).await? {
                     Ok(snapshot) => snapshot,
-                    // The cache cannot be proven current: the newest state it has is still a
-                    // valid start, since the watch then delivers everything after it.
-                    Err(_) => self.shared.store.current(),
+                    // The cache cannot be proven current (an etcd whose progress notifications
+                    // cannot be trusted, or a cache that did not catch up in time): the initial
+                    // state comes from storage, so that the initial-events-end bookmark is not
+                    // older than the client asked for. The watch then skips any event at or
+                    // below that revision that the cache applies later.
+                    Err(_) => self.storage_snapshot(filter.namespace.as_deref()).await?,
                 };
                 Start::Snapshot { snapshot, initial_events_end }
             }

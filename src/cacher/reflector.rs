@@ -1,18 +1,32 @@
 //! The reflector: keeps one resource's cache in step with storage. The only writer of the ring,
 //! the store and the dispatcher of its cacher.
 //!
-//! 1. **List** the resource's prefix (in pages, at one revision), starting a little in the past
-//!    when storage still has that history (`CacheConfig::history_revisions`), so that the ring
-//!    refills with recent events and clients that reconnect after a restart with a recent
-//!    resourceVersion resume instead of relisting. If that revision is compacted, list now.
+//! 1. **List** the resource's prefix (in pages, at one revision). The first list starts a little
+//!    in the past when storage still has that history (`CacheConfig::history_revisions`) and its
+//!    progress notifications can be trusted, so that the ring refills with recent events and
+//!    clients that reconnect after a restart with a recent resourceVersion resume instead of
+//!    relisting; if that list fails (compacted, or any other error), list now. Every later list
+//!    (a *relist*) is at storage's current revision: a relist never publishes a revision older
+//!    than one already served.
 //! 2. **Replace** the store atomically (readers see the old state or the new one), restart the
 //!    ring at the list's revision, and end every open watch (their clients re-watch from the
 //!    revision they have, and relist only if it is too old).
 //! 3. **Watch** from the list's revision: apply each event to the store, append it to the ring,
 //!    publish the new snapshot, and dispatch it. Progress notifications advance the revision of
 //!    an idle resource; an event that arrives behind one (etcd#15220) makes the reflector relist.
-//! 4. When the watch breaks, **re-watch** from the last revision, with backoff; when storage says
-//!    the revision is compacted, go back to 1.
+//! 4. When the watch breaks with a retryable error, **re-watch** from the last revision, with
+//!    backoff; when storage says the revision is compacted, or the watch fails in a way a retry
+//!    will not fix, go back to 1 and relist at the current revision.
+//!
+//! # Readiness
+//!
+//! The cache is *ready* (`CacherShared::ready`, which reads and watches wait for) once it has
+//! reached the revision storage had when the first list began: at once for a list at the current
+//! revision; for a list in the past, once the replayed events or a progress notification reach
+//! it. Until then nothing is served from the cache, so the past state is never visible. A
+//! catch-up that stops moving for [`CATCH_UP_STALL`] gives up and lists at the current revision.
+//! Once ready, a cache stays ready: a relist keeps serving the previous, complete state until the
+//! new one replaces it whole.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,22 +52,73 @@ pub(crate) struct Reflector {
 }
 
 enum WatchEnd {
-    /// Relist.
-    Compacted,
-    /// Re-watch from the last revision after a pause.
+    /// Relist at the current revision.
+    Relist(RelistCause),
+    /// Re-watch from the last revision after a pause if the error is retryable; else relist at
+    /// the current revision after a pause.
     Broken(StorageError),
     /// The cacher was stopped.
     Stopped,
 }
 
+/// Why the reflector relisted (a label of the `watchcache_cache_relists_total` metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RelistCause {
+    /// Storage no longer has the history the watch needs.
+    Compacted,
+    /// An event arrived behind a progress notification (etcd#15220).
+    EventBehindProgress,
+    /// The watch failed with an error a retry will not fix.
+    WatchFailed,
+    /// The first list's catch-up from the past stopped moving.
+    CatchUpStalled,
+}
+
+impl RelistCause {
+    /// The cause as a metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RelistCause::Compacted => "compacted",
+            RelistCause::EventBehindProgress => "event_behind_progress",
+            RelistCause::WatchFailed => "watch_failed",
+            RelistCause::CatchUpStalled => "catch_up_stalled",
+        }
+    }
+}
+
+/// Where a list starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListFrom {
+    /// The first list: in the past when possible, then caught up before the cache is ready.
+    Past,
+    /// Storage's current revision.
+    Current,
+}
+
+/// A first list made in the past, not yet caught up to the revision storage had when it began.
+struct CatchUp {
+    /// The revision to reach before the cache is ready.
+    target: Revision,
+    /// When the catch-up last moved.
+    moved: Instant,
+}
+
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long a catch-up from the past may go without moving before the reflector lists at the
+/// current revision instead.
+pub(crate) const CATCH_UP_STALL: Duration = Duration::from_secs(2);
+
+/// How often a catch-up asks storage for progress and checks that it still moves.
+const CATCH_UP_CHECK: Duration = Duration::from_millis(250);
 
 impl Reflector {
     pub(crate) async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
+        let mut from = ListFrom::Past;
         'relist: loop {
-            let mut revision = match self.list_and_replace().await {
-                Ok(revision) => revision,
+            let (mut revision, mut catch_up) = match self.list_and_replace(from).await {
+                Ok(listed) => listed,
                 Err(error) => {
                     tracing::warn!(resource = %self.shared.resource.prefix, %error, "list failed, retrying");
                     if !self.pause(&mut backoff).await {
@@ -64,25 +129,56 @@ impl Reflector {
             };
             backoff = Duration::from_millis(100);
             loop {
-                let end = self.watch_from(&mut revision).await;
+                let end = self.watch_from(&mut revision, &mut catch_up).await;
                 // Wake-ups still held back go out now.
                 self.dispatcher.flush();
                 match end {
                     WatchEnd::Stopped => break 'relist,
-                    WatchEnd::Compacted => {
-                        tracing::info!(resource = %self.shared.resource.prefix, revision, "watch compacted, relisting");
+                    WatchEnd::Relist(cause) => {
+                        self.count_relist(cause, revision, None);
+                        from = ListFrom::Current;
                         continue 'relist;
                     }
-                    WatchEnd::Broken(error) => {
+                    WatchEnd::Broken(error) if error.is_retryable() => {
                         tracing::warn!(resource = %self.shared.resource.prefix, %error, revision, "watch broke, re-watching");
                         if !self.pause(&mut backoff).await {
                             break 'relist;
                         }
                     }
+                    WatchEnd::Broken(error) => {
+                        // Re-watching from the same revision would fail the same way, and so
+                        // may a list at a past revision: relist at the current one.
+                        self.count_relist(RelistCause::WatchFailed, revision, Some(&error));
+                        from = ListFrom::Current;
+                        if !self.pause(&mut backoff).await {
+                            break 'relist;
+                        }
+                        continue 'relist;
+                    }
                 }
             }
         }
         self.close_all_watchers();
+    }
+
+    fn count_relist(&self, cause: RelistCause, revision: Revision, error: Option<&StorageError>) {
+        let counter = match cause {
+            RelistCause::Compacted => &self.shared.counters.relists_compacted,
+            RelistCause::EventBehindProgress => &self.shared.counters.relists_event_behind_progress,
+            RelistCause::WatchFailed => &self.shared.counters.relists_watch_failed,
+            RelistCause::CatchUpStalled => &self.shared.counters.relists_catch_up_stalled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match error {
+            Some(error) => tracing::warn!(
+                resource = %self.shared.resource.prefix, cause = cause.as_str(), %error, revision,
+                "relisting at the current revision"
+            ),
+            None => tracing::info!(
+                resource = %self.shared.resource.prefix, cause = cause.as_str(), revision,
+                "relisting at the current revision"
+            ),
+        }
     }
 
     /// Sleeps for the backoff (doubling it), serving registrations meanwhile; `false` if the
@@ -102,24 +198,32 @@ impl Reflector {
         }
     }
 
-    async fn list_and_replace(&mut self) -> Result<Revision, StorageError> {
+    /// Lists and replaces the cache's state; returns the list's revision, and the catch-up still
+    /// to make before the cache is ready when the list was in the past.
+    async fn list_and_replace(
+        &mut self,
+        from: ListFrom,
+    ) -> Result<(Revision, Option<CatchUp>), StorageError> {
         let prefix = self.shared.resource.prefix.clone();
         let current = self.storage.current_revision().await?;
         // Revision 1 is an empty store: the history of every write is there until compacted.
         let past = current.saturating_sub(self.config.history_revisions).max(1);
-        let attempts = if past < current { vec![past, current] } else { vec![current] };
-        let mut last_error = None;
-        for at in attempts {
-            match self.list_at(&prefix, at).await {
+        // Only trusted progress notifications can tell an idle resource that it has caught up.
+        if from == ListFrom::Past && past < current && self.storage.progress_notify_reliable() {
+            match self.list_at(&prefix, past).await {
                 Ok(objects) => {
-                    self.replace(objects, at);
-                    return Ok(at);
+                    self.replace(objects, past, false);
+                    return Ok((past, Some(CatchUp { target: current, moved: Instant::now() })));
                 }
-                Err(error @ StorageError::Compacted { .. }) => last_error = Some(error),
-                Err(error) => return Err(error),
+                Err(error) => tracing::info!(
+                    resource = %self.shared.resource.prefix, %error, past,
+                    "cannot list in the past, listing at the current revision"
+                ),
             }
         }
-        Err(last_error.expect("at least one attempt"))
+        let objects = self.list_at(&prefix, current).await?;
+        self.replace(objects, current, true);
+        Ok((current, None))
     }
 
     async fn list_at(
@@ -152,7 +256,9 @@ impl Reflector {
         }
     }
 
-    fn replace(&mut self, objects: Vec<Arc<CachedObject>>, revision: Revision) {
+    /// Replaces the state with a complete list at `revision`; `synced` when that is the current
+    /// revision (the cache is ready).
+    fn replace(&mut self, objects: Vec<Arc<CachedObject>>, revision: Revision, synced: bool) {
         // Watches registered so far belong to the old state: index them, then end them all.
         while let Ok(registration) = self.registrations.try_recv() {
             self.dispatcher.register(registration);
@@ -161,8 +267,35 @@ impl Reflector {
         self.store.replace(objects, revision);
         self.shared.event_revision.store(revision, Ordering::Release);
         self.close_all_watchers();
-        self.shared.revision.send_replace(revision);
-        self.shared.ready.send_replace(true);
+        self.publish_revision(revision);
+        if synced {
+            self.mark_synced();
+        }
+    }
+
+    /// Marks the cache ready, once.
+    fn mark_synced(&self) {
+        let newly = self.shared.ready.send_if_modified(|ready| !std::mem::replace(ready, true));
+        if newly {
+            tracing::info!(
+                resource = %self.shared.resource.prefix,
+                revision = self.store.revision(),
+                objects = self.shared.store.current().len(),
+                "cache synced"
+            );
+        }
+    }
+
+    /// Whether a catch-up has reached its target (and the cache is now ready).
+    fn check_caught_up(&self, catch_up: &mut Option<CatchUp>) {
+        if let Some(pending) = catch_up {
+            if self.store.revision() >= pending.target {
+                *catch_up = None;
+                self.mark_synced();
+            } else {
+                pending.moved = Instant::now();
+            }
+        }
     }
 
     fn close_all_watchers(&mut self) {
@@ -174,15 +307,20 @@ impl Reflector {
         self.dispatcher.sweep();
     }
 
-    async fn watch_from(&mut self, revision: &mut Revision) -> WatchEnd {
+    async fn watch_from(&mut self, revision: &mut Revision, catch_up: &mut Option<CatchUp>) -> WatchEnd {
         let prefix = self.shared.resource.prefix.clone();
         let mut watch = match self.storage.watch(&prefix, *revision).await {
             Ok(watch) => watch,
-            Err(StorageError::Compacted { .. }) => return WatchEnd::Compacted,
+            Err(StorageError::Compacted { .. }) => return WatchEnd::Relist(RelistCause::Compacted),
             Err(error) => return WatchEnd::Broken(error),
         };
+        if let Some(pending) = catch_up {
+            pending.moved = Instant::now();
+        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut catch_up_check = tokio::time::interval(CATCH_UP_CHECK);
+        catch_up_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The one timer of delayed wake-ups (see `dispatcher`, *Coalescing*).
         let flush_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(flush_timer);
@@ -240,12 +378,13 @@ impl Reflector {
                                     cache = self.store.revision(),
                                     "an event arrived behind a progress notification, relisting"
                                 );
-                                return WatchEnd::Compacted;
+                                return WatchEnd::Relist(RelistCause::EventBehindProgress);
                             }
                             *revision = event.revision();
                             self.apply(event);
                         }
                         self.finish_batch();
+                        self.check_caught_up(catch_up);
                     }
                     Some(Ok(WatchMessage::Progress(progress))) => {
                         if progress > self.store.revision() {
@@ -262,13 +401,21 @@ impl Reflector {
                             // ring, the store, bookmarks and the re-watch point stay at the
                             // events the cache has applied.
                             self.publish_revision(progress);
+                            self.check_caught_up(catch_up);
                         }
                     }
-                    Some(Err(StorageError::Compacted { .. })) => return WatchEnd::Compacted,
+                    Some(Err(StorageError::Compacted { .. })) => return WatchEnd::Relist(RelistCause::Compacted),
                     Some(Err(error)) => return WatchEnd::Broken(error),
                     None => return WatchEnd::Broken(StorageError::Unavailable("the storage watch ended".into())),
                 },
                 () = self.shared.progress_requests.notified() => watch.request_progress(),
+                _ = catch_up_check.tick(), if catch_up.is_some() => {
+                    if catch_up.as_ref().is_some_and(|pending| pending.moved.elapsed() >= CATCH_UP_STALL) {
+                        return WatchEnd::Relist(RelistCause::CatchUpStalled);
+                    }
+                    // An idle resource learns that it has caught up from a progress notification.
+                    watch.request_progress();
+                }
                 _ = tick.tick() => {
                     self.ring.trim(Instant::now());
                     self.update_gauges();
@@ -364,11 +511,16 @@ mod tests {
     use bytes::Bytes;
     use tokio::sync::{mpsc, Notify};
 
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
     use crate::cacher::object::ResourceConfig;
-    use crate::cacher::{CacheConfig, Cacher, WatchFilter, WatchItem, WatchStart};
+    use crate::cacher::{
+        CacheConfig, CacheError, Cacher, ListRequest, ReadVersion, WatchFilter, WatchItem, WatchStart,
+    };
     use crate::storage::embedded::{EmbeddedOptions, EmbeddedStorage};
     use crate::storage::{
-        Deleted, KeyValue, ListOptions, ListResult, Result, Revision, Storage, WatchMessage, WatchStream,
+        Deleted, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage,
+        WatchStream,
     };
 
     /// A store whose progress notifications run ahead of its events, as etcd's before the
@@ -489,5 +641,259 @@ mod tests {
         let event: serde_json::Value = serde_json::from_slice(&lines[0]).unwrap();
         assert_eq!(event["object"]["metadata"]["resourceVersion"], last.to_string());
         assert_eq!(lines.len(), 1);
+    }
+
+    /// A store that has lost its history below a floor revision without reporting compaction:
+    /// watches after a revision below the floor and lists at a revision below it fail with an
+    /// internal error. Once `break_watches` is set, the next message of every open watch is
+    /// replaced by an internal error that ends it.
+    struct LostHistory {
+        inner: EmbeddedStorage,
+        /// Read (Acquire) by `watch` and `list`; stored (Release) by the test before it sets
+        /// `break_watches`, so a watch that breaks sees the floor.
+        floor: Arc<AtomicU64>,
+        /// Relaxed: the watch tasks poll it; the floor's Release/Acquire orders what matters.
+        break_watches: Arc<AtomicBool>,
+        failed_lists: Arc<AtomicU64>,
+        /// Drop every progress notification (as etcd's gRPC proxy ignores progress requests).
+        drop_progress: bool,
+    }
+
+    impl LostHistory {
+        fn new(inner: EmbeddedStorage) -> LostHistory {
+            LostHistory {
+                inner,
+                floor: Arc::new(AtomicU64::new(0)),
+                break_watches: Arc::new(AtomicBool::new(false)),
+                failed_lists: Arc::new(AtomicU64::new(0)),
+                drop_progress: false,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Storage for LostHistory {
+        fn describe(&self) -> String {
+            "lost history".into()
+        }
+        async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
+            self.inner.create(key, value).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+            if options.revision.is_some_and(|revision| revision < self.floor.load(Ordering::Acquire)) {
+                self.failed_lists.fetch_add(1, Ordering::Relaxed);
+                return Err(StorageError::Internal("history lost".into()));
+            }
+            self.inner.list(prefix, options).await
+        }
+        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Deleted> {
+            self.inner.delete(key, expected).await
+        }
+        async fn watch(&self, prefix: &str, after_revision: Revision) -> Result<WatchStream> {
+            if after_revision < self.floor.load(Ordering::Acquire) {
+                return Err(StorageError::Internal("history lost".into()));
+            }
+            let mut inner = self.inner.watch(prefix, after_revision).await?;
+            let broken = Arc::clone(&self.break_watches);
+            let drop_progress = self.drop_progress;
+            let (sender, receiver) = mpsc::channel(16);
+            tokio::spawn(async move {
+                while let Some(message) = inner.next().await {
+                    if drop_progress && matches!(message, Ok(WatchMessage::Progress(_))) {
+                        continue;
+                    }
+                    if broken.load(Ordering::Relaxed) {
+                        let _ = sender.send(Err(StorageError::Internal("watch failed".into()))).await;
+                        return;
+                    }
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(WatchStream::new(receiver, Arc::new(Notify::new())))
+        }
+        async fn count(&self, prefix: &str) -> Result<u64> {
+            self.inner.count(prefix).await
+        }
+        async fn current_revision(&self) -> Result<Revision> {
+            self.inner.current_revision().await
+        }
+        async fn compact(&self, revision: Revision) -> Result<()> {
+            self.inner.compact(revision).await
+        }
+    }
+
+    fn everything(version: ReadVersion) -> ListRequest {
+        ListRequest { filter: WatchFilter::everything(), limit: None, continue_from: None, version }
+    }
+
+    async fn names(cacher: &Cacher, version: ReadVersion) -> std::result::Result<Vec<String>, CacheError> {
+        let list = cacher.list(&everything(version)).await?;
+        Ok(list.items.iter().map(|object| object.key.to_string()).collect())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_that_fails_for_good_relists_at_the_current_revision_without_compaction() {
+        let faulty = LostHistory::new(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap());
+        let (floor, break_watches) = (Arc::clone(&faulty.floor), Arc::clone(&faulty.break_watches));
+        let storage: Arc<dyn Storage> = Arc::new(faulty);
+        let cacher = Cacher::start(Arc::clone(&storage), things(), CacheConfig::default());
+        assert!(cacher.wait_ready(Duration::from_secs(5)).await);
+        let first = storage.create("/things/ns/t1", thing("t1")).await.unwrap();
+        assert_eq!(
+            names(&cacher, ReadVersion::NotOlderThan(first.mod_revision)).await.unwrap(),
+            ["/things/ns/t1"]
+        );
+        // History up to the cache's revision is lost; the next write makes its watch fail.
+        floor.store(first.mod_revision + 1, Ordering::Release);
+        break_watches.store(true, Ordering::Relaxed);
+        let second = storage.create("/things/ns/t2", thing("t2")).await.unwrap();
+        // Neither re-watching from the cache's revision nor listing in the past can work: the
+        // reflector must list at the current revision and watch from there.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = names(&cacher, ReadVersion::Any).await.unwrap();
+            if seen.len() == 2 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the cache never recovered: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(cacher.stats().revision >= second.mod_revision);
+        assert_eq!(cacher.stats().relists.watch_failed, 1);
+        assert_eq!(cacher.stats().relists.compacted, 0);
+        // And it follows storage again.
+        break_watches.store(false, Ordering::Relaxed);
+        let third = storage.create("/things/ns/t3", thing("t3")).await.unwrap();
+        let seen = names(&cacher, ReadVersion::NotOlderThan(third.mod_revision)).await.unwrap();
+        assert_eq!(seen, ["/things/ns/t1", "/things/ns/t2", "/things/ns/t3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_list_in_the_past_is_never_served_before_it_has_caught_up() {
+        let inner = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        let count = 3_000;
+        for index in 0..count {
+            inner.create(&format!("/things/ns/t{index:05}"), thing(&format!("t{index:05}"))).await.unwrap();
+        }
+        let current = inner.current_revision().await.unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(inner);
+        // The first list is in the past (an empty store) and replays the writes; a read that
+        // comes at once waits until the replay is complete.
+        let cacher = Cacher::start(Arc::clone(&storage), things(), CacheConfig::default());
+        let list = cacher.list(&everything(ReadVersion::Any)).await.unwrap();
+        assert_eq!(list.items.len(), count, "a partial state was served");
+        assert!(list.revision >= current);
+        assert!(cacher.is_ready());
+        // The ring was refilled from history: a client resumes from an early revision.
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(current - 10), false).await.unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+        let Some(WatchItem::Lines(lines)) = item else { panic!("the watch ended: {item:?}") };
+        assert_eq!(lines.len(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catch_up_that_stalls_lists_at_the_current_revision() {
+        let inner = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        inner.create("/things/ns/t1", thing("t1")).await.unwrap();
+        // The last write is to another resource: only a progress notification can tell the
+        // catch-up that it is complete, and this store drops them all.
+        inner.create("/others/ns/o1", thing("o1")).await.unwrap();
+        let faulty = LostHistory { drop_progress: true, ..LostHistory::new(inner) };
+        let storage: Arc<dyn Storage> = Arc::new(faulty);
+        let config =
+            CacheConfig { consistent_read_timeout: Duration::from_millis(200), ..CacheConfig::default() };
+        let cacher = Cacher::start(Arc::clone(&storage), things(), config);
+        // Not ready until the catch-up gives up: reads answer NotReady after their bounded wait.
+        assert_eq!(names(&cacher, ReadVersion::Any).await, Err(CacheError::NotReady));
+        let watch = cacher.watch(WatchFilter::everything(), WatchStart::After(1), false).await;
+        assert!(matches!(watch, Err(CacheError::NotReady)), "{:?}", watch.err());
+        assert!(cacher.wait_ready(super::CATCH_UP_STALL * 3).await, "the stalled catch-up never gave up");
+        assert_eq!(names(&cacher, ReadVersion::Any).await.unwrap(), ["/things/ns/t1"]);
+        assert_eq!(cacher.stats().relists.catch_up_stalled, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_that_cannot_list_answers_not_ready_after_a_bounded_wait() {
+        let faulty = LostHistory::new(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap());
+        faulty.floor.store(u64::MAX, Ordering::Release);
+        let failed_lists = Arc::clone(&faulty.failed_lists);
+        let storage: Arc<dyn Storage> = Arc::new(faulty);
+        let config =
+            CacheConfig { consistent_read_timeout: Duration::from_millis(300), ..CacheConfig::default() };
+        let cacher = Cacher::start(Arc::clone(&storage), things(), config);
+        let started = tokio::time::Instant::now();
+        assert_eq!(names(&cacher, ReadVersion::Any).await, Err(CacheError::NotReady));
+        assert_eq!(names(&cacher, ReadVersion::Consistent).await, Err(CacheError::NotReady));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(3), "{waited:?}");
+        assert!(!cacher.is_ready());
+        assert!(failed_lists.load(Ordering::Relaxed) >= 1);
+    }
+
+    fn revision_of(line: &[u8]) -> (String, Revision, bool) {
+        let event: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let revision = event["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let end = event["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true";
+        (event["type"].as_str().unwrap().to_owned(), revision, end)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreliable_progress_moves_neither_the_store_nor_bookmarks_nor_watch_lists() {
+        let storage: Arc<dyn Storage> =
+            Arc::new(Overtaking(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap()));
+        let config = CacheConfig { bookmark_interval: Duration::from_millis(100), ..CacheConfig::default() };
+        let cacher = Cacher::start(Arc::clone(&storage), things(), config);
+        assert!(cacher.wait_ready(Duration::from_secs(5)).await);
+        let start = storage.current_revision().await.unwrap();
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(start), true).await.unwrap();
+        let written = storage.create("/things/ns/t1", thing("t1")).await.unwrap().mod_revision;
+        // Writes elsewhere: the store's watch reports progress past them.
+        storage.create("/others/ns/o1", thing("o1")).await.unwrap();
+        let current = storage.create("/others/ns/o2", thing("o2")).await.unwrap().mod_revision;
+        let mut bookmarks = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while tokio::time::Instant::now() < deadline {
+            let Ok(item) = tokio::time::timeout(Duration::from_millis(200), watch.next()).await else {
+                continue;
+            };
+            let Some(WatchItem::Lines(lines)) = item else { panic!("the watch ended: {item:?}") };
+            for line in lines {
+                match revision_of(&line) {
+                    (kind, revision, _) if kind == "BOOKMARK" => bookmarks.push(revision),
+                    (_, revision, _) => assert_eq!(revision, written),
+                }
+            }
+        }
+        assert!(!bookmarks.is_empty(), "no bookmark in a second");
+        assert!(bookmarks.iter().all(|&bookmark| bookmark <= written), "a bookmark got ahead: {bookmarks:?}");
+        // Cached reads stay at the events applied.
+        let list = cacher.list(&everything(ReadVersion::Any)).await.unwrap();
+        assert_eq!(list.revision, written);
+        // A consistent watch-list cannot trust the cache: its initial state is storage's.
+        let mut listing = cacher
+            .watch(
+                WatchFilter::everything(),
+                WatchStart::InitialState { version: ReadVersion::Consistent, initial_events_end: true },
+                true,
+            )
+            .await
+            .unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(5), listing.next()).await.unwrap();
+        let Some(WatchItem::Lines(lines)) = item else { panic!("the watch-list ended: {item:?}") };
+        let seen: Vec<_> = lines.iter().map(|line| revision_of(line)).collect();
+        assert_eq!(seen[0], ("ADDED".to_owned(), written, false));
+        let (kind, revision, end) = seen.last().unwrap().clone();
+        assert!(kind == "BOOKMARK" && end, "{seen:?}");
+        assert!(revision >= current, "the initial-events-end bookmark is stale: {revision} < {current}");
     }
 }

@@ -496,6 +496,10 @@ impl CacheWatch {
                 }
                 Err(Stop::TooOld(too_old)) => {
                     self.cacher.counters.shed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        resource = %self.resource.prefix, requested = too_old.requested, oldest = too_old.oldest,
+                        "watcher shed: it fell behind the ring"
+                    );
                     if sink.size().0 > before.0 {
                         self.expired = Some(too_old);
                         return Poll::Ready(Some(Filled::Lines));

@@ -223,9 +223,16 @@ impl EtcdStorage {
         if let Some(client) = endpoint.client.lock().expect("endpoint lock poisoned").as_ref() {
             return Ok(client.clone());
         }
+        // Require a leader (gRPC metadata `hasleader=true`), as kube-apiserver's watches do with
+        // clientv3.WithRequireLeader: a member cut off from the leader cancels the watch (after a
+        // few election timeouts) instead of letting it stall, and fails a unary request at once
+        // ("etcdserver: no leader", Unavailable) instead of holding it until the request timeout.
+        // etcd-client sets it per client, so it covers every request, and `run` moves on to the
+        // next endpoint.
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_require_leader(true);
         // Connecting builds the channel; the connection itself is made by the first request.
         let client = Client::connect([endpoint.url.as_str()], Some(options))
             .await

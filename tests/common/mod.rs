@@ -208,6 +208,19 @@ impl ServerProcess {
         ServerProcess { child, address, startup_line: startup_line.trim_end().to_owned() }
     }
 
+    /// Polls `/readyz` until it answers 200 (at most `timeout`); the time it took.
+    pub fn wait_ready(&self, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(&self.address, "/readyz?verbose");
+            if status == 200 {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < timeout, "not ready within {timeout:?}: {status} {body}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
