@@ -429,8 +429,19 @@ impl Cacher {
         if self.shared.is_closed() {
             return Err(CacheError::Closed);
         }
-        if !*self.shared.ready.borrow() && !self.wait_ready(self.config.consistent_read_timeout).await {
-            return Err(CacheError::NotReady);
+        if !*self.shared.ready.borrow() {
+            match version {
+                // Storage can answer these itself, as kube-apiserver delegates them while its
+                // cache is not ready: the cache has nothing to wait for.
+                ReadVersion::Consistent => return Ok(Err(None)),
+                ReadVersion::Exact(revision) => return Ok(Err(Some(revision))),
+                // These are the cache's own to serve: wait (bounded), then 429.
+                ReadVersion::Any | ReadVersion::NotOlderThan(_) => {
+                    if !self.wait_ready(self.config.consistent_read_timeout).await {
+                        return Err(CacheError::NotReady);
+                    }
+                }
+            }
         }
         match version {
             ReadVersion::Any => Ok(Ok(self.shared.store.current())),
