@@ -63,11 +63,29 @@ async fn discovery_describes_the_served_resources() {
     let groups = http.get("/apis").await.json();
     let names: Vec<&str> =
         groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    for group in ["apps", "coordination.k8s.io", "apiextensions.k8s.io"] {
+    for group in ["apps", "batch", "coordination.k8s.io", "apiextensions.k8s.io"] {
         assert!(names.contains(&group), "{names:?}");
     }
     let apps = http.get("/apis/apps/v1").await.json();
     assert!(apps["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments"));
+    let batch = http.get("/apis/batch/v1").await.json();
+    let batch: Vec<(&str, &str, &Value)> = batch["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap(), &r["shortNames"]))
+        .collect();
+    assert_eq!(
+        batch,
+        [
+            ("cronjobs", "CronJob", &json!(["cj"])),
+            ("cronjobs/status", "CronJob", &Value::Null),
+            ("jobs", "Job", &json!([])),
+            ("jobs/status", "Job", &Value::Null),
+        ]
+    );
+    let openapi_batch = http.get("/openapi/v3/apis/batch/v1").await.json();
+    assert!(openapi_batch["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs"]["post"].is_object());
     assert_eq!(http.get("/apis/apps").await.json()["preferredVersion"]["version"], "v1");
     assert_status(&http.get("/apis/nope.example.com/v1").await, 404, "NotFound");
     assert_status(&http.get("/api/v1/nopes").await, 404, "NotFound");

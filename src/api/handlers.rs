@@ -195,6 +195,17 @@ fn check_type(object: &mut Value, ty: &ResourceType) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The defaults kube-apiserver's decoding gives the fields that clients may leave out and
+/// that readers rely on: a Secret's `type` is `Opaque`.
+fn apply_defaults(object: &mut Value, ty: &ResourceType) {
+    if ty.group.is_empty()
+        && ty.plural == "secrets"
+        && object.get("type").and_then(Value::as_str).is_none_or(str::is_empty)
+    {
+        object["type"] = json!("Opaque");
+    }
+}
+
 fn metadata(object: &Value) -> &Map<String, Value> {
     object["metadata"].as_object().expect("checked to be an object")
 }
@@ -558,6 +569,7 @@ pub async fn create(
     let ty = target.ty();
     let mut object = decode_body(headers, body, ty)?;
     check_type(&mut object, ty)?;
+    apply_defaults(&mut object, ty);
     check_namespace(&mut object, target)?;
     if ty.namespaced && text(metadata(&object), "namespace").is_none() {
         // A namespaced object posted to the all-namespaces path without a namespace.
@@ -594,6 +606,9 @@ pub async fn create(
     if object.get("spec").is_some() {
         metadata_mut(&mut object).insert("generation".into(), json!(1));
     }
+    if ty.group == "batch" && ty.plural == "jobs" {
+        generate_job_selector(&mut object);
+    }
     if ty.group.is_empty() && ty.plural == "namespaces" && object.pointer("/status/phase").is_none() {
         object["status"] = json!({ "phase": "Active" });
     }
@@ -614,6 +629,51 @@ pub async fn create(
     let response = stamped(&stored, stored.mod_revision)?;
     super::crd::after_write(state, ty, Some(&response)).await;
     Ok(object_response(wire, StatusCode::CREATED, &response))
+}
+
+/// kube's Job strategy on create, unless `spec.manualSelector`: the pod template gets the
+/// job-name and controller-uid labels (legacy and `batch.kubernetes.io/` ones) it lacks, and the
+/// selector matches `batch.kubernetes.io/controller-uid`. A Job without labels of its own shows
+/// its template's, as kube's defaulting gives it when it is read back.
+fn generate_job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector") == Some(&Value::Bool(true)) || !job["spec"].is_object() {
+        return;
+    }
+    let name = job.pointer("/metadata/name").cloned().unwrap_or_else(|| json!(""));
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or_else(|| json!(""));
+    let spec = &mut job["spec"];
+    if !spec["template"].is_object() {
+        spec["template"] = json!({});
+    }
+    let template = &mut spec["template"];
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    if !template["metadata"]["labels"].is_object() {
+        template["metadata"]["labels"] = json!({});
+    }
+    let labels = template["metadata"]["labels"].as_object_mut().expect("made an object");
+    for (label, value) in [
+        ("job-name", &name),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+    ] {
+        labels.entry(label).or_insert_with(|| value.clone());
+    }
+    let template_labels = Value::Object(labels.clone());
+    if !spec["selector"].is_object() {
+        spec["selector"] = json!({});
+    }
+    if !spec["selector"]["matchLabels"].is_object() {
+        spec["selector"]["matchLabels"] = json!({});
+    }
+    let selector = spec["selector"]["matchLabels"].as_object_mut().expect("made an object");
+    selector.entry("batch.kubernetes.io/controller-uid").or_insert(uid);
+    let metadata = job["metadata"].as_object_mut().expect("checked to be an object");
+    if metadata.get("labels").and_then(Value::as_object).is_none_or(Map::is_empty) {
+        metadata.insert("labels".into(), template_labels);
+    }
 }
 
 /// What a replacement changes: the object as it will be stored, given the current one.
@@ -687,6 +747,7 @@ pub async fn update(
     let name = target.name.clone().expect("an item path");
     let mut object = decode_body(headers, body, ty)?;
     check_type(&mut object, ty)?;
+    apply_defaults(&mut object, ty);
     check_namespace(&mut object, target)?;
     match text(metadata(&object), "name") {
         Some(given) if given != name => {
@@ -754,6 +815,7 @@ async fn write_existing(
             }
         };
         check_type(&mut new, ty)?;
+        apply_defaults(&mut new, ty);
         // A resourceVersion in the request is a precondition; without one, the write retries.
         let precondition = parse_resource_version(&new)?;
         if let Some(expected) = precondition {
@@ -1010,6 +1072,59 @@ pub async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_default_to_opaque() {
+        let secrets = crate::registry::builtin_types().into_iter().find(|ty| ty.plural == "secrets").unwrap();
+        for given in [json!({}), json!({"type": ""})] {
+            let mut secret = given;
+            apply_defaults(&mut secret, &secrets);
+            assert_eq!(secret["type"], "Opaque");
+        }
+        let mut tls = json!({"type": "kubernetes.io/tls"});
+        apply_defaults(&mut tls, &secrets);
+        assert_eq!(tls["type"], "kubernetes.io/tls");
+        let configmaps =
+            crate::registry::builtin_types().into_iter().find(|ty| ty.plural == "configmaps").unwrap();
+        let mut configmap = json!({});
+        apply_defaults(&mut configmap, &configmaps);
+        assert_eq!(configmap, json!({}));
+    }
+
+    #[test]
+    fn jobs_get_kubes_generated_selector() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"},
+                             "spec": {"template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}}});
+        generate_job_selector(&mut job);
+        let labels = json!({"job-name": "pi", "batch.kubernetes.io/job-name": "pi",
+                            "controller-uid": "u1", "batch.kubernetes.io/controller-uid": "u1"});
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"], labels);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        assert_eq!(job["metadata"]["labels"], labels, "an unlabelled Job shows its template's labels");
+
+        let mut labelled = json!({"metadata": {"name": "pi", "uid": "u2", "labels": {"team": "a"}},
+                                  "spec": {"selector": {"matchLabels": {"app": "x"}},
+                                           "template": {"metadata": {"labels": {"app": "x", "job-name": "mine"}}}}});
+        generate_job_selector(&mut labelled);
+        assert_eq!(labelled["metadata"]["labels"], json!({"team": "a"}));
+        assert_eq!(
+            labelled["spec"]["template"]["metadata"]["labels"]["job-name"], "mine",
+            "given labels stay"
+        );
+        assert_eq!(
+            labelled["spec"]["selector"]["matchLabels"],
+            json!({"app": "x", "batch.kubernetes.io/controller-uid": "u2"})
+        );
+
+        let mut manual = json!({"metadata": {"name": "pi", "uid": "u3"},
+                                "spec": {"manualSelector": true, "selector": {"matchLabels": {"app": "x"}}, "template": {}}});
+        let before = manual.clone();
+        generate_job_selector(&mut manual);
+        assert_eq!(manual, before, "manualSelector leaves the Job alone");
+    }
 
     #[test]
     fn durations_read_like_kubectl() {

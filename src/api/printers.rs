@@ -179,6 +179,13 @@ const DEPLOY_UPDATED_DOC: &str =
     "Total number of non-terminating pods targeted by this deployment that have the desired template spec.";
 const DEPLOY_AVAILABLE_DOC: &str = "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.";
 const DEPLOY_SELECTOR_DOC: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.";
+const JOB_SUCCEEDED_DOC: &str = "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs.";
+const JOB_SELECTOR_DOC: &str = "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
+const CRON_SCHEDULE_DOC: &str = "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.";
+const CRON_TIME_ZONE_DOC: &str = "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones. If not specified, this will default to the time zone of the kube-controller-manager process. The set of valid time zone names and the time zone offset is loaded from the system-wide time zone database by the API server during CronJob validation and the controller manager during execution. If no system-wide time zone database can be found a bundled version of the database is used instead. If the time zone name becomes invalid during the lifetime of a CronJob or due to a change in host configuration, the controller will stop creating new new Jobs and will create a system event with the reason UnknownTimeZone. More information can be found in https://kubernetes.io/docs/concepts/workloads/controllers/cron-jobs/#time-zones";
+const CRON_SUSPEND_DOC: &str = "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.";
+const CRON_ACTIVE_DOC: &str = "A list of pointers to currently running jobs.";
+const CRON_LAST_SCHEDULE_DOC: &str = "Information when was the last time the job was successfully scheduled.";
 const HOLDER_DOC: &str = "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.";
 
 const POD_COLUMNS: &[Column<'static>] = &[
@@ -277,6 +284,28 @@ const DAEMONSET_COLUMNS: &[Column<'static>] = &[
     IMAGES,
     wide("Selector", "string", DS_SELECTOR_DOC),
 ];
+const JOB_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Status", "string", "Status of the job."),
+    column("Completions", "string", JOB_SUCCEEDED_DOC),
+    column("Duration", "string", "Time required to complete the job."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    wide("Selector", "string", JOB_SELECTOR_DOC),
+];
+const CRONJOB_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Schedule", "string", CRON_SCHEDULE_DOC),
+    column("Timezone", "string", CRON_TIME_ZONE_DOC),
+    column("Suspend", "boolean", CRON_SUSPEND_DOC),
+    column("Active", "integer", CRON_ACTIVE_DOC),
+    column("Last Schedule", "string", CRON_LAST_SCHEDULE_DOC),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    wide("Selector", "string", JOB_SELECTOR_DOC),
+];
 const LEASE_COLUMNS: &[Column<'static>] = &[NAME, column("Holder", "string", HOLDER_DOC), AGE];
 /// kube-apiserver's default Table (`rest.NewDefaultTableConvertor`), which CRDs use.
 const DEFAULT_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
@@ -320,6 +349,8 @@ impl<'a> Printer<'a> {
                 ("apps", "replicasets") => Some((REPLICASET_COLUMNS, replicaset_row)),
                 ("apps", "statefulsets") => Some((STATEFULSET_COLUMNS, statefulset_row)),
                 ("apps", "daemonsets") => Some((DAEMONSET_COLUMNS, daemonset_row)),
+                ("batch", "jobs") => Some((JOB_COLUMNS, job_row)),
+                ("batch", "cronjobs") => Some((CRONJOB_COLUMNS, cronjob_row)),
                 ("coordination.k8s.io", "leases") => Some((LEASE_COLUMNS, lease_row)),
                 ("apiextensions.k8s.io", "customresourcedefinitions") => Some((DEFAULT_COLUMNS, default_row)),
                 _ => None,
@@ -982,6 +1013,77 @@ fn daemonset_row(set: &Value, now: Timestamp) -> Row {
     .into()
 }
 
+/// kube's `printJob`: the first condition that holds names the status; completions out of
+/// `spec.completions`, or out of 1 (with the parallelism above 1); how long it ran.
+fn job_row(job: &Value, now: Timestamp) -> Row {
+    let succeeded = int(job, "/status/succeeded");
+    let completions = match number(at(job, "/spec/completions")) {
+        Some(completions) => format!("{succeeded}/{completions}"),
+        None => match int(job, "/spec/parallelism") {
+            parallelism if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let start = time(at(job, "/status/startTime"));
+    let duration = match (start, time(at(job, "/status/completionTime"))) {
+        (None, _) => String::new(),
+        (Some(start), None) => human_since(start, now),
+        (Some(start), Some(completed)) => human_since(start, completed),
+    };
+    let conditions = list(job, "/status/conditions");
+    let status = if condition_true(conditions, "Complete") {
+        "Complete"
+    } else if condition_true(conditions, "Failed") {
+        "Failed"
+    } else if time(at(job, "/metadata/deletionTimestamp")).is_some() {
+        "Terminating"
+    } else if condition_true(conditions, "Suspended") {
+        "Suspended"
+    } else if condition_true(conditions, "FailureTarget") {
+        "FailureTarget"
+    } else if condition_true(conditions, "SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    let (containers, images) = container_cells(list(job, "/spec/template/spec/containers"));
+    vec![
+        name(job),
+        json!(status),
+        json!(completions),
+        json!(duration),
+        age(job, now),
+        containers,
+        images,
+        json!(format_label_selector(at(job, "/spec/selector"))),
+    ]
+    .into()
+}
+
+/// kube's `printCronJob`; `spec.suspend` reads as kube's default (false) when missing.
+fn cronjob_row(cronjob: &Value, now: Timestamp) -> Row {
+    let last_schedule = match time(at(cronjob, "/status/lastScheduleTime")) {
+        None => "<none>".to_owned(),
+        Some(last) => human_since(last, now),
+    };
+    let suspend = if at(cronjob, "/spec/suspend").as_bool().unwrap_or(false) { "True" } else { "False" };
+    let template = at(cronjob, "/spec/jobTemplate/spec");
+    let (containers, images) = container_cells(list(template, "/template/spec/containers"));
+    vec![
+        name(cronjob),
+        json!(text(cronjob, "/spec/schedule")),
+        json!(at(cronjob, "/spec/timeZone").as_str().unwrap_or("<none>")),
+        json!(suspend),
+        json!(list(cronjob, "/status/active").len()),
+        json!(last_schedule),
+        age(cronjob, now),
+        containers,
+        images,
+        json!(format_label_selector(at(template, "/selector"))),
+    ]
+    .into()
+}
+
 fn lease_row(lease: &Value, now: Timestamp) -> Row {
     vec![name(lease), json!(text(lease, "/spec/holderIdentity")), age(lease, now)].into()
 }
@@ -1569,6 +1671,123 @@ mod tests {
             spec["replicas"] = json!(replicas);
         }
         json!({"metadata": {"name": "web", "creationTimestamp": "2024-04-28T12:00:00Z"}, "spec": spec, "status": status})
+    }
+
+    fn job(spec: Value, status: Value) -> Value {
+        let mut spec = spec;
+        spec["template"] = json!({"spec": {"containers": [{"name": "pi", "image": "perl:5.34"}]}});
+        json!({"metadata": {"name": "pi", "creationTimestamp": HOUR_AGO}, "spec": spec, "status": status})
+    }
+
+    #[test]
+    fn jobs_and_cronjobs() {
+        let ty = builtin("jobs");
+        assert_eq!(
+            headers(&ty),
+            [
+                ("Name".into(), 0),
+                ("Status".into(), 0),
+                ("Completions".into(), 0),
+                ("Duration".into(), 0),
+                ("Age".into(), 0),
+                ("Containers".into(), 1),
+                ("Images".into(), 1),
+                ("Selector".into(), 1),
+            ]
+        );
+        let running = cells(
+            &ty,
+            job(
+                json!({"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}}),
+                json!({"startTime": "2024-05-01T11:58:00Z", "active": 1}),
+            ),
+        );
+        assert_eq!(
+            running,
+            [
+                json!("pi"),
+                json!("Running"),
+                json!("0/1"),
+                json!("2m"),
+                json!("60m"),
+                json!("pi"),
+                json!("perl:5.34"),
+                json!("batch.kubernetes.io/controller-uid=u1"),
+            ]
+        );
+        let complete = cells(
+            &ty,
+            job(
+                json!({"completions": 3, "parallelism": 2}),
+                json!({"succeeded": 3, "startTime": "2024-05-01T11:00:00Z", "completionTime": "2024-05-01T11:00:42Z",
+                       "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}),
+            ),
+        );
+        assert_eq!(complete[1..4], [json!("Complete"), json!("3/3"), json!("42s")]);
+        assert_eq!(complete[7], "<none>");
+        let parallel = cells(&ty, job(json!({"parallelism": 4}), json!({"succeeded": 1})));
+        assert_eq!(
+            parallel[1..4],
+            [json!("Running"), json!("1/1 of 4"), json!("")],
+            "not started: no duration"
+        );
+        let failed = cells(
+            &ty,
+            job(
+                json!({}),
+                json!({"conditions": [{"type": "Failed", "status": "True"}, {"type": "Complete", "status": "False"}]}),
+            ),
+        );
+        assert_eq!(failed[1], "Failed");
+        let mut deleted = job(json!({}), json!({"conditions": [{"type": "Suspended", "status": "True"}]}));
+        assert_eq!(cells(&ty, deleted.clone())[1], "Suspended");
+        deleted["metadata"]["deletionTimestamp"] = json!(NOW);
+        assert_eq!(cells(&ty, deleted)[1], "Terminating", "deletion outranks Suspended, not Failed");
+
+        let ty = builtin("cronjobs");
+        assert_eq!(
+            headers(&ty).into_iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            [
+                "Name",
+                "Schedule",
+                "Timezone",
+                "Suspend",
+                "Active",
+                "Last Schedule",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        let template = job(json!({}), Value::Null)["spec"].clone();
+        let cronjob = json!({
+            "metadata": {"name": "nightly", "creationTimestamp": HOUR_AGO},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": template}},
+        });
+        assert_eq!(
+            cells(&ty, cronjob.clone()),
+            [
+                json!("nightly"),
+                json!("0 3 * * *"),
+                json!("<none>"),
+                json!("False"),
+                json!(0),
+                json!("<none>"),
+                json!("60m"),
+                json!("pi"),
+                json!("perl:5.34"),
+                json!("<none>"),
+            ]
+        );
+        let mut scheduled = cronjob;
+        scheduled["spec"]["timeZone"] = json!("Europe/Paris");
+        scheduled["spec"]["suspend"] = json!(true);
+        scheduled["status"] = json!({"active": [{"name": "nightly-1"}, {"name": "nightly-2"}], "lastScheduleTime": "2024-05-01T11:55:00Z"});
+        assert_eq!(
+            cells(&ty, scheduled)[2..6],
+            [json!("Europe/Paris"), json!("True"), json!(2), json!("5m")]
+        );
     }
 
     #[test]
