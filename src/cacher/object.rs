@@ -579,12 +579,6 @@ pub fn bookmark(
     }
 }
 
-/// A BOOKMARK line at `revision` (see [`bookmark`]), as bytes of its own.
-pub fn bookmark_line(resource: &ResourceConfig, revision: Revision, initial_events_end: bool) -> Bytes {
-    let (event_type, payload) = bookmark(Wire::Json, resource, revision, initial_events_end);
-    event_line(event_type, &payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,7 +642,8 @@ mod tests {
                 .unwrap();
         assert_eq!(deleted["type"], "DELETED");
         assert_eq!(deleted["object"]["metadata"]["resourceVersion"], "9");
-        let bookmark: Value = serde_json::from_slice(&bookmark_line(&resource, 7, true)).unwrap();
+        let (kind, payload) = super::bookmark(Wire::Json, &resource, 7, true);
+        let bookmark: Value = serde_json::from_slice(&Line::json(kind, &payload).to_bytes()).unwrap();
         assert_eq!(bookmark["type"], "BOOKMARK");
         assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "7");
         assert_eq!(bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
