@@ -828,13 +828,21 @@ mod tests {
         let failed_lists = Arc::clone(&faulty.failed_lists);
         let storage: Arc<dyn Storage> = Arc::new(faulty);
         let config =
-            CacheConfig { consistent_read_timeout: Duration::from_millis(300), ..CacheConfig::default() };
+            CacheConfig { consistent_read_timeout: Duration::from_secs(1), ..CacheConfig::default() };
+        storage.create("/things/ns/t1", thing("t1")).await.unwrap();
         let cacher = Cacher::start(Arc::clone(&storage), things(), config);
+        // The cache's own reads wait (bounded), then answer NotReady.
         let started = tokio::time::Instant::now();
         assert_eq!(names(&cacher, ReadVersion::Any).await, Err(CacheError::NotReady));
-        assert_eq!(names(&cacher, ReadVersion::Consistent).await, Err(CacheError::NotReady));
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(3), "{waited:?}");
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
+        let started = tokio::time::Instant::now();
+        assert_eq!(names(&cacher, ReadVersion::NotOlderThan(1)).await, Err(CacheError::NotReady));
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        // A consistent read is storage's to answer, at once: it does not wait for the cache.
+        let started = tokio::time::Instant::now();
+        assert_eq!(names(&cacher, ReadVersion::Consistent).await.unwrap(), ["/things/ns/t1"]);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
         assert!(!cacher.is_ready());
         assert!(failed_lists.load(Ordering::Relaxed) >= 1);
     }
