@@ -284,7 +284,7 @@ fuzz_target!(|input: &[u8]| {
             version: ReadVersion::Consistent,
         };
         let listed = cacher.list(&request).await.unwrap();
-        let got: Vec<(String, u64)> = listed.items.iter().map(|o| (o.name.clone(), o.revision)).collect();
+        let got: Vec<(String, u64)> = listed.items.iter().map(|o| (o.name.to_string(), o.revision)).collect();
         let want: Vec<(String, u64)> = model
             .iter()
             .filter(|(_, (selected, _))| *selected)
