@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod cacher;
 pub mod cli;
 pub mod patch;

@@ -75,8 +75,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     let inflight = (args.max_requests_inflight > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(args.max_requests_inflight)));
-    let state =
-        Arc::new(ApiState { registry, metrics, inflight, min_request_timeout: args.min_request_timeout });
+    let state = Arc::new(ApiState {
+        registry,
+        metrics,
+        inflight,
+        min_request_timeout: args.min_request_timeout,
+        authorizer: Arc::new(crate::auth::AlwaysAllow),
+    });
     // The one startup line: scripts and tests read the address from it.
     println!("watchcache listening on http://{address} (storage: {description})");
     api::serve(listener, state, shutdown_signal()).await;

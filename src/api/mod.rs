@@ -76,6 +76,8 @@ pub struct ApiState {
     /// The shortest lifetime of a watch without `timeoutSeconds` (`--min-request-timeout`);
     /// each such watch ends after a random time between it and twice it.
     pub min_request_timeout: Duration,
+    /// Decides whether each request may go on (`--authorization-mode`).
+    pub authorizer: Arc<dyn crate::auth::Authorizer>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.
@@ -170,6 +172,11 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
         _ => None,
     };
     let error_wire = negotiate::error_wire(request.headers());
+    // Without authentication every request is the loopback admin's.
+    let user = crate::auth::UserInfo::loopback_admin();
+    if let Err(error) = authorize(state, &user, &request, is_watch) {
+        return error.to_response_in(error_wire);
+    }
     let result = if is_watch {
         route(state, request).await
     } else {
@@ -179,6 +186,52 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
         }
     };
     result.unwrap_or_else(|error| error.to_response_in(error_wire))
+}
+
+/// Asks the authorizer about `request` as `user`: 403 Forbidden unless it allows it.
+fn authorize(
+    state: &ApiState,
+    user: &crate::auth::UserInfo,
+    request: &Request<Incoming>,
+    is_watch: bool,
+) -> Result<(), ApiError> {
+    let path = request.uri().path();
+    let parsed = request::parse_path(path).filter(|parsed| parsed.plural.is_some());
+    // A non-resource request's verb is its lower-case HTTP method, as in kube.
+    let verb = match parsed {
+        Some(_) => classify(request.method(), path, is_watch).0,
+        None => request.method().as_str().to_lowercase(),
+    };
+    let attributes = match &parsed {
+        Some(parsed) => crate::auth::Attributes {
+            user,
+            verb: &verb,
+            resource_request: true,
+            path,
+            api_group: &parsed.group,
+            api_version: &parsed.version,
+            namespace: parsed.namespace.as_deref().unwrap_or(""),
+            resource: parsed.plural.as_deref().unwrap_or(""),
+            subresource: parsed.subresource.as_deref().unwrap_or(""),
+            name: parsed.name.as_deref().unwrap_or(""),
+        },
+        None => crate::auth::Attributes {
+            user,
+            verb: &verb,
+            resource_request: false,
+            path,
+            api_group: "",
+            api_version: "",
+            namespace: "",
+            resource: "",
+            subresource: "",
+            name: "",
+        },
+    };
+    match state.authorizer.authorize(&attributes) {
+        crate::auth::Decision::Allow => Ok(()),
+        crate::auth::Decision::Deny(reason) => Err(ApiError::forbidden(&attributes, &reason)),
+    }
 }
 
 async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {

@@ -184,6 +184,58 @@ impl ApiError {
         error
     }
 
+    /// 401 Unauthorized: no valid credentials.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 Forbidden: the authorizer refused `attributes`, in kube-apiserver's words, e.g.
+    /// `pods "web" is forbidden: User "bob" cannot get resource "pods" in API group "" in the
+    /// namespace "default"`, followed by `: <reason>` when the authorizer gave one.
+    pub fn forbidden(attributes: &crate::auth::Attributes<'_>, reason: &str) -> ApiError {
+        let user = &attributes.user.name;
+        let verb = attributes.verb;
+        let mut message = if !attributes.resource_request {
+            format!("forbidden: User {user:?} cannot {verb} path {:?}", attributes.path)
+        } else {
+            let mut resource = attributes.resource.to_owned();
+            if !attributes.subresource.is_empty() {
+                resource = format!("{resource}/{}", attributes.subresource);
+            }
+            let qualified = if attributes.api_group.is_empty() {
+                attributes.resource.to_owned()
+            } else {
+                format!("{}.{}", attributes.resource, attributes.api_group)
+            };
+            let subject = if attributes.name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} {:?}", attributes.name)
+            };
+            let scope = if attributes.namespace.is_empty() {
+                "at the cluster scope".to_owned()
+            } else {
+                format!("in the namespace {:?}", attributes.namespace)
+            };
+            format!(
+                "{subject} is forbidden: User {user:?} cannot {verb} resource {resource:?} in API group {:?} {scope}",
+                attributes.api_group
+            )
+        };
+        if !reason.is_empty() {
+            message = format!("{message}: {reason}");
+        }
+        let mut error = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+        if attributes.resource_request {
+            let mut details = json!({ "name": attributes.name, "kind": attributes.resource });
+            if !attributes.api_group.is_empty() {
+                details["group"] = json!(attributes.api_group);
+            }
+            error.details = Some(Box::new(details));
+        }
+        error
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
