@@ -162,3 +162,35 @@ fn truncated_or_foreign_bytes_are_errors_not_panics() {
     foreign[10] ^= 0xff;
     let _ = schema().decode_object(&foreign);
 }
+
+#[test]
+fn every_served_builtin_type_has_a_real_shaped_fixture() {
+    let kinds: std::collections::BTreeSet<(String, String)> = real_shaped()
+        .into_iter()
+        .map(|(_, object)| {
+            (object["apiVersion"].as_str().unwrap().to_owned(), object["kind"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let missing: Vec<String> = watchcache::registry::builtin_types()
+        .into_iter()
+        .filter(|ty| ty.protobuf())
+        .filter(|ty| !kinds.contains(&(ty.api_version(), ty.kind.clone())))
+        .map(|ty| format!("{} {}", ty.api_version(), ty.kind))
+        .collect();
+    // The types served before these fixtures were written are covered by tests/protobuf_fixtures.rs.
+    let older = [
+        "v1 Namespace",
+        "v1 ConfigMap",
+        "v1 Endpoints",
+        "v1 ServiceAccount",
+        "apps/v1 ReplicaSet",
+        "apps/v1 StatefulSet",
+        "apps/v1 DaemonSet",
+        "batch/v1 Job",
+        "batch/v1 CronJob",
+        "coordination.k8s.io/v1 Lease",
+        "apiextensions.k8s.io/v1 CustomResourceDefinition",
+    ];
+    let missing: Vec<&String> = missing.iter().filter(|kind| !older.contains(&kind.as_str())).collect();
+    assert!(missing.is_empty(), "no real-shaped fixture for {missing:?}");
+}
