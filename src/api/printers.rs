@@ -307,6 +307,77 @@ const CRONJOB_COLUMNS: &[Column<'static>] = &[
     wide("Selector", "string", JOB_SELECTOR_DOC),
 ];
 const LEASE_COLUMNS: &[Column<'static>] = &[NAME, column("Holder", "string", HOLDER_DOC), AGE];
+const RC_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Desired", "integer", "Number of desired pods."),
+    column("Current", "integer", "Number of actually running pods."),
+    column("Ready", "integer", "Number of pods ready."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    wide("Selector", "string", "Selector is a label query over pods that should match the Replicas count."),
+];
+const POD_TEMPLATE_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Containers", "string", "Names of each container in the template."),
+    column("Images", "string", "Images referenced by each container in the template."),
+    column("Pod Labels", "string", "The labels for the pod template."),
+];
+const PDB_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Min Available", "string", "The minimum number of pods that must be available simultaneously. This can be either an integer or a string specifying a percentage, e.g. \"28%\"."),
+    column("Max Unavailable", "string", "The maximum number of pods that may be unavailable. This can be either an integer or a string specifying a percentage, e.g. \"28%\"."),
+    column("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
+    AGE,
+];
+const STORAGE_CLASS_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Provisioner", "string", "Indicates the type of the provisioner."),
+    column("ReclaimPolicy", "string", "Indicates the type of the reclaim policy."),
+    column(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound",
+    ),
+    column("AllowVolumeExpansion", "string", "Indicates whether the storage class allow volume expand"),
+    AGE,
+];
+const CSI_NODE_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Drivers", "integer", "Drivers indicates the number of CSI drivers registered on the node"),
+    AGE,
+];
+const VOLUME_ATTACHMENT_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Attacher", "string", "Attacher indicates the name of the volume driver that MUST handle this request. This is the name returned by GetPluginName()."),
+    column("PV", "string", "Name of the persistent volume to attach."),
+    column("Node", "string", "The node that the volume should be attached to."),
+    column("Attached", "boolean", "Indicates the volume is successfully attached."),
+    AGE,
+];
+const PRIORITY_CLASS_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Value", "integer", "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec."),
+    column("Global-Default", "boolean", "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority."),
+    AGE,
+    column("PreemptionPolicy", "string", "PreemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset."),
+];
+const INGRESS_CLASS_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Controller", "string", "Controller that is responsible for handling this class"),
+    column("Parameters", "string", "A reference to a resource with additional parameters"),
+    AGE,
+];
+const NETWORK_POLICY_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Pod-Selector", "string", "Selects the pods to which this NetworkPolicy object applies. The array of ingress rules is applied to any pods selected by this field. Multiple network policies can select the same set of pods. In this case, the ingress rules for each are combined additively. This field is NOT optional and follows standard label selector semantics. An empty podSelector matches all pods in this namespace."),
+    AGE,
+];
+const RUNTIME_CLASS_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Handler", "string", "Handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class. The possible values are specific to the node & CRI configuration.  It is assumed that all handlers are available on every node, and handlers of the same name are equivalent on every node. For example, a handler called \"runc\" might specify that the runc OCI runtime (using native Linux containers) will be used to run the containers in a pod. The Handler must be lowercase, conform to the DNS Label (RFC 1123) requirements, and is immutable."),
+    AGE,
+];
 /// kube-apiserver's default Table (`rest.NewDefaultTableConvertor`), which CRDs use.
 const DEFAULT_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
 
@@ -353,6 +424,31 @@ impl<'a> Printer<'a> {
                 ("batch", "cronjobs") => Some((CRONJOB_COLUMNS, cronjob_row)),
                 ("coordination.k8s.io", "leases") => Some((LEASE_COLUMNS, lease_row)),
                 ("apiextensions.k8s.io", "customresourcedefinitions") => Some((DEFAULT_COLUMNS, default_row)),
+                ("", "replicationcontrollers") => Some((RC_COLUMNS, replication_controller_row)),
+                ("", "podtemplates") => Some((POD_TEMPLATE_COLUMNS, pod_template_row)),
+                ("policy", "poddisruptionbudgets") => Some((PDB_COLUMNS, pdb_row)),
+                ("storage.k8s.io", "storageclasses") => Some((STORAGE_CLASS_COLUMNS, storage_class_row)),
+                ("storage.k8s.io", "csinodes") => Some((CSI_NODE_COLUMNS, csi_node_row)),
+                ("storage.k8s.io", "volumeattachments") => {
+                    Some((VOLUME_ATTACHMENT_COLUMNS, volume_attachment_row))
+                }
+                ("scheduling.k8s.io", "priorityclasses") => {
+                    Some((PRIORITY_CLASS_COLUMNS, priority_class_row))
+                }
+                ("networking.k8s.io", "ingressclasses") => Some((INGRESS_CLASS_COLUMNS, ingress_class_row)),
+                ("networking.k8s.io", "networkpolicies") => {
+                    Some((NETWORK_POLICY_COLUMNS, network_policy_row))
+                }
+                ("node.k8s.io", "runtimeclasses") => Some((RUNTIME_CLASS_COLUMNS, runtime_class_row)),
+                // Not yet kube's own columns: the default Table.
+                ("", "persistentvolumes" | "persistentvolumeclaims" | "resourcequotas" | "limitranges")
+                | ("discovery.k8s.io", "endpointslices")
+                | ("storage.k8s.io", "csidrivers")
+                | ("networking.k8s.io", "ingresses")
+                | ("autoscaling", "horizontalpodautoscalers")
+                | ("certificates.k8s.io", "certificatesigningrequests") => {
+                    Some((DEFAULT_COLUMNS, default_row))
+                }
                 _ => None,
             };
         match builtin {
@@ -1086,6 +1182,117 @@ fn cronjob_row(cronjob: &Value, now: Timestamp) -> Row {
 
 fn lease_row(lease: &Value, now: Timestamp) -> Row {
     vec![name(lease), json!(text(lease, "/spec/holderIdentity")), age(lease, now)].into()
+}
+
+fn replication_controller_row(controller: &Value, now: Timestamp) -> Row {
+    let (containers, images) = container_cells(list(controller, "/spec/template/spec/containers"));
+    vec![
+        name(controller),
+        json!(replicas(controller)),
+        json!(int(controller, "/status/replicas")),
+        json!(int(controller, "/status/readyReplicas")),
+        age(controller, now),
+        containers,
+        images,
+        json!(format_labels(at(controller, "/spec/selector"))),
+    ]
+    .into()
+}
+
+fn pod_template_row(template: &Value, _now: Timestamp) -> Row {
+    let (containers, images) = container_cells(list(template, "/template/spec/containers"));
+    vec![name(template), containers, images, json!(format_labels(at(template, "/template/metadata/labels")))]
+        .into()
+}
+
+/// An IntOrString as kube prints it, or `N/A` when unset.
+fn int_or_string(value: &Value) -> String {
+    match value {
+        Value::Null => "N/A".into(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn pdb_row(budget: &Value, now: Timestamp) -> Row {
+    vec![
+        name(budget),
+        json!(int_or_string(at(budget, "/spec/minAvailable"))),
+        json!(int_or_string(at(budget, "/spec/maxUnavailable"))),
+        json!(int(budget, "/status/disruptionsAllowed")),
+        age(budget, now),
+    ]
+    .into()
+}
+
+fn storage_class_row(class: &Value, now: Timestamp) -> Row {
+    let annotations = at(class, "/metadata/annotations");
+    let default =
+        ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+            .iter()
+            .any(|key| annotations[*key] == "true");
+    let mut shown = text(class, "/metadata/name").to_owned();
+    if default {
+        shown.push_str(" (default)");
+    }
+    vec![
+        json!(shown),
+        json!(text(class, "/provisioner")),
+        json!(text_or(class, "/reclaimPolicy", "Delete")),
+        json!(text_or(class, "/volumeBindingMode", "Immediate")),
+        json!(at(class, "/allowVolumeExpansion").as_bool().unwrap_or(false)),
+        age(class, now),
+    ]
+    .into()
+}
+
+fn csi_node_row(node: &Value, now: Timestamp) -> Row {
+    vec![name(node), json!(list(node, "/spec/drivers").len()), age(node, now)].into()
+}
+
+fn volume_attachment_row(attachment: &Value, now: Timestamp) -> Row {
+    vec![
+        name(attachment),
+        json!(text(attachment, "/spec/attacher")),
+        json!(text(attachment, "/spec/source/persistentVolumeName")),
+        json!(text(attachment, "/spec/nodeName")),
+        json!(at(attachment, "/status/attached").as_bool().unwrap_or(false)),
+        age(attachment, now),
+    ]
+    .into()
+}
+
+fn priority_class_row(class: &Value, now: Timestamp) -> Row {
+    vec![
+        name(class),
+        json!(int(class, "/value")),
+        json!(at(class, "/globalDefault").as_bool().unwrap_or(false)),
+        age(class, now),
+        json!(text_or(class, "/preemptionPolicy", "<unset>")),
+    ]
+    .into()
+}
+
+fn ingress_class_row(class: &Value, now: Timestamp) -> Row {
+    let parameters = match object(class, "/spec/parameters") {
+        None => "<none>".to_owned(),
+        Some(parameters) => {
+            let mut shown = text(parameters, "/kind").to_owned();
+            if let Some(group) = parameters.get("apiGroup").and_then(Value::as_str) {
+                shown = format!("{shown}.{group}");
+            }
+            format!("{shown}/{}", text(parameters, "/name"))
+        }
+    };
+    vec![name(class), json!(text(class, "/spec/controller")), json!(parameters), age(class, now)].into()
+}
+
+fn network_policy_row(policy: &Value, now: Timestamp) -> Row {
+    vec![name(policy), json!(format_label_selector(at(policy, "/spec/podSelector"))), age(policy, now)].into()
+}
+
+fn runtime_class_row(class: &Value, now: Timestamp) -> Row {
+    vec![name(class), json!(text(class, "/handler")), age(class, now)].into()
 }
 
 /// kube-apiserver's default Table row: the name and the creation time in RFC 3339 (UTC).
@@ -2307,5 +2514,105 @@ mod tests {
             "an unknown Table version is passed over"
         );
         assert_eq!(wants_table(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_added_builtin_types_print_kubes_columns() {
+        let rc = builtin("replicationcontrollers");
+        assert_eq!(
+            headers(&rc).iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            ["Name", "Desired", "Current", "Ready", "Age", "Containers", "Images", "Selector"]
+        );
+        let cells_of = cells(
+            &rc,
+            json!({"metadata": {"name": "web", "creationTimestamp": HOUR_AGO},
+                "spec": {"replicas": 3, "selector": {"app": "web"},
+                    "template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+                "status": {"replicas": 3, "readyReplicas": 2}}),
+        );
+        assert_eq!(
+            cells_of,
+            [
+                json!("web"),
+                json!(3),
+                json!(3),
+                json!(2),
+                json!("60m"),
+                json!("web"),
+                json!("nginx"),
+                json!("app=web")
+            ]
+        );
+
+        let pdb = builtin("poddisruptionbudgets");
+        let budget = json!({"metadata": {"name": "p", "creationTimestamp": HOUR_AGO},
+            "spec": {"minAvailable": "50%"}, "status": {"disruptionsAllowed": 1}});
+        assert_eq!(cells(&pdb, budget), [json!("p"), json!("50%"), json!("N/A"), json!(1), json!("60m")]);
+
+        let sc = builtin("storageclasses");
+        let class = json!({"metadata": {"name": "standard", "creationTimestamp": HOUR_AGO,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}, "provisioner": "rancher.io/local-path"});
+        assert_eq!(
+            cells(&sc, class),
+            [
+                json!("standard (default)"),
+                json!("rancher.io/local-path"),
+                json!("Delete"),
+                json!("Immediate"),
+                json!(false),
+                json!("60m")
+            ]
+        );
+
+        let pc = builtin("priorityclasses");
+        let class = json!({"metadata": {"name": "high", "creationTimestamp": HOUR_AGO}, "value": 1000, "globalDefault": true});
+        assert_eq!(
+            cells(&pc, class),
+            [json!("high"), json!(1000), json!(true), json!("60m"), json!("<unset>")]
+        );
+
+        let ic = builtin("ingressclasses");
+        let class = json!({"metadata": {"name": "nginx", "creationTimestamp": HOUR_AGO},
+            "spec": {"controller": "k8s.io/ingress-nginx", "parameters": {"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "p"}}});
+        assert_eq!(
+            cells(&ic, class),
+            [
+                json!("nginx"),
+                json!("k8s.io/ingress-nginx"),
+                json!("IngressParameters.k8s.example.com/p"),
+                json!("60m")
+            ]
+        );
+
+        let np = builtin("networkpolicies");
+        let policy =
+            json!({"metadata": {"name": "deny", "creationTimestamp": HOUR_AGO}, "spec": {"podSelector": {}}});
+        assert_eq!(cells(&np, policy), [json!("deny"), json!("<none>"), json!("60m")]);
+
+        let va = builtin("volumeattachments");
+        let attachment = json!({"metadata": {"name": "csi-1", "creationTimestamp": HOUR_AGO},
+            "spec": {"attacher": "ebs.csi.aws.com", "source": {"persistentVolumeName": "pv-1"}, "nodeName": "node-1"},
+            "status": {"attached": true}});
+        assert_eq!(
+            cells(&va, attachment),
+            [
+                json!("csi-1"),
+                json!("ebs.csi.aws.com"),
+                json!("pv-1"),
+                json!("node-1"),
+                json!(true),
+                json!("60m")
+            ]
+        );
+
+        let rt = builtin("runtimeclasses");
+        let class =
+            json!({"metadata": {"name": "gvisor", "creationTimestamp": HOUR_AGO}, "handler": "runsc"});
+        assert_eq!(cells(&rt, class), [json!("gvisor"), json!("runsc"), json!("60m")]);
+
+        let pt = builtin("podtemplates");
+        let template = json!({"metadata": {"name": "t", "creationTimestamp": HOUR_AGO},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}});
+        assert_eq!(cells(&pt, template), [json!("t"), json!("c"), json!("busybox"), json!("app=web")]);
     }
 }
