@@ -63,8 +63,71 @@ async fn discovery_describes_the_served_resources() {
     let groups = http.get("/apis").await.json();
     let names: Vec<&str> =
         groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    for group in ["apps", "batch", "coordination.k8s.io", "apiextensions.k8s.io"] {
+    for group in [
+        "apps",
+        "batch",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+        "discovery.k8s.io",
+        "policy",
+        "storage.k8s.io",
+        "scheduling.k8s.io",
+        "networking.k8s.io",
+        "node.k8s.io",
+        "autoscaling",
+        "certificates.k8s.io",
+    ] {
         assert!(names.contains(&group), "{names:?}");
+    }
+    let resources = |document: Value| -> Vec<(String, bool, Value)> {
+        document["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["namespaced"].as_bool().unwrap(),
+                    r["shortNames"].clone(),
+                )
+            })
+            .collect()
+    };
+    let core_resources = resources(core.clone());
+    for (name, namespaced, short) in [
+        ("persistentvolumes", false, json!(["pv"])),
+        ("persistentvolumeclaims", true, json!(["pvc"])),
+        ("podtemplates", true, json!([])),
+        ("replicationcontrollers", true, json!(["rc"])),
+        ("resourcequotas", true, json!(["quota"])),
+        ("limitranges", true, json!(["limits"])),
+    ] {
+        assert!(core_resources.contains(&(name.to_owned(), namespaced, short)), "{name}: {core_resources:?}");
+    }
+    assert!(core_resources.iter().any(|(name, ..)| name == "replicationcontrollers/status"));
+    let autoscaling = http.get("/apis/autoscaling").await.json();
+    assert_eq!(autoscaling["preferredVersion"]["version"], "v2");
+    let hpa = resources(http.get("/apis/autoscaling/v2").await.json());
+    assert!(hpa.contains(&("horizontalpodautoscalers".to_owned(), true, json!(["hpa"]))), "{hpa:?}");
+    let policy = resources(http.get("/apis/policy/v1").await.json());
+    assert!(policy.contains(&("poddisruptionbudgets".to_owned(), true, json!(["pdb"]))), "{policy:?}");
+    let storage = resources(http.get("/apis/storage.k8s.io/v1").await.json());
+    for name in ["storageclasses", "csinodes", "csidrivers", "volumeattachments", "volumeattachments/status"]
+    {
+        assert!(storage.iter().any(|(n, namespaced, _)| n == name && !namespaced), "{name}: {storage:?}");
+    }
+    let networking = resources(http.get("/apis/networking.k8s.io/v1").await.json());
+    assert!(networking.contains(&("ingresses".to_owned(), true, json!(["ing"]))), "{networking:?}");
+    assert!(networking.contains(&("networkpolicies".to_owned(), true, json!(["netpol"]))), "{networking:?}");
+    assert!(networking.iter().any(|(n, namespaced, _)| n == "ingressclasses" && !namespaced));
+    let csr = resources(http.get("/apis/certificates.k8s.io/v1").await.json());
+    assert!(csr.contains(&("certificatesigningrequests".to_owned(), false, json!(["csr"]))), "{csr:?}");
+    for (path, name) in [
+        ("/apis/discovery.k8s.io/v1", "endpointslices"),
+        ("/apis/scheduling.k8s.io/v1", "priorityclasses"),
+        ("/apis/node.k8s.io/v1", "runtimeclasses"),
+    ] {
+        assert!(resources(http.get(path).await.json()).iter().any(|(n, ..)| n == name), "{path}");
     }
     let apps = http.get("/apis/apps/v1").await.json();
     assert!(apps["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments"));
