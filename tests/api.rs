@@ -696,3 +696,82 @@ async fn a_watch_without_timeout_ends_after_the_minimum_request_timeout() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--min-request-timeout"));
 }
+
+/// Every added built-in type is created, read back, listed by label and by field selector (where
+/// kube has one), and its status changed through `/status` where it has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_added_builtin_types_are_served() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-shaped");
+    for (file, path) in [
+        ("persistentvolume.json", "/api/v1/persistentvolumes"),
+        ("persistentvolumeclaim.json", "/api/v1/namespaces/default/persistentvolumeclaims"),
+        ("podtemplate.json", "/api/v1/namespaces/default/podtemplates"),
+        ("replicationcontroller.json", "/api/v1/namespaces/default/replicationcontrollers"),
+        ("resourcequota.json", "/api/v1/namespaces/default/resourcequotas"),
+        ("limitrange.json", "/api/v1/namespaces/default/limitranges"),
+        ("endpointslice.json", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"),
+        ("poddisruptionbudget.json", "/apis/policy/v1/namespaces/default/poddisruptionbudgets"),
+        ("storageclass.json", "/apis/storage.k8s.io/v1/storageclasses"),
+        ("csinode.json", "/apis/storage.k8s.io/v1/csinodes"),
+        ("csidriver.json", "/apis/storage.k8s.io/v1/csidrivers"),
+        ("volumeattachment.json", "/apis/storage.k8s.io/v1/volumeattachments"),
+        ("priorityclass.json", "/apis/scheduling.k8s.io/v1/priorityclasses"),
+        ("ingress.json", "/apis/networking.k8s.io/v1/namespaces/default/ingresses"),
+        ("ingressclass.json", "/apis/networking.k8s.io/v1/ingressclasses"),
+        ("networkpolicy.json", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"),
+        ("runtimeclass.json", "/apis/node.k8s.io/v1/runtimeclasses"),
+        ("horizontalpodautoscaler.json", "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers"),
+        ("certificatesigningrequest.json", "/apis/certificates.k8s.io/v1/certificatesigningrequests"),
+    ] {
+        let mut object: Value = serde_json::from_slice(&std::fs::read(fixtures.join(file)).unwrap()).unwrap();
+        let metadata = object["metadata"].as_object_mut().unwrap();
+        for key in
+            ["uid", "resourceVersion", "creationTimestamp", "managedFields", "ownerReferences", "generation"]
+        {
+            metadata.remove(key);
+        }
+        metadata.insert("labels".into(), json!({"fixture": "yes"}));
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let created = http.send_json("POST", path, &object).await;
+        assert_eq!(created.status, 201, "{file}: {}", String::from_utf8_lossy(&created.body));
+        let created = created.json();
+        let read = http.get(&format!("{path}/{name}")).await;
+        assert_eq!(read.status, 200, "{file}");
+        assert_eq!(read.json()["spec"], created["spec"], "{file}");
+        let listed = http.get(&format!("{path}?labelSelector=fixture%3Dyes")).await.json();
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{file}: {listed}");
+        let status = http.get(&format!("{path}/{name}/status")).await;
+        let has_status = [
+            "persistentvolume.json",
+            "persistentvolumeclaim.json",
+            "replicationcontroller.json",
+            "resourcequota.json",
+            "poddisruptionbudget.json",
+            "volumeattachment.json",
+            "ingress.json",
+            "horizontalpodautoscaler.json",
+            "certificatesigningrequest.json",
+        ]
+        .contains(&file);
+        assert_eq!(status.status == 200, has_status, "{file}: /status answered {}", status.status);
+    }
+    let by_signer = http
+        .get("/apis/certificates.k8s.io/v1/certificatesigningrequests?fieldSelector=spec.signerName%3Dkubernetes.io%2Fkube-apiserver-client-kubelet")
+        .await
+        .json();
+    assert_eq!(by_signer["items"].as_array().unwrap().len(), 1, "{by_signer}");
+    let none = http
+        .get("/apis/certificates.k8s.io/v1/certificatesigningrequests?fieldSelector=spec.signerName%3Dexample.com%2Fother")
+        .await
+        .json();
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "{none}");
+    for (replicas, expected) in [("3", 1), ("1", 0)] {
+        let path = format!(
+            "/api/v1/namespaces/default/replicationcontrollers?fieldSelector=status.replicas%3D{replicas}"
+        );
+        let listed = http.get(&path).await.json();
+        assert_eq!(listed["items"].as_array().unwrap().len(), expected, "{replicas}: {listed}");
+    }
+}
