@@ -47,6 +47,8 @@ pub struct ResourceType {
     /// Whether the type has a `status` subresource (status is then ignored by the main
     /// resource's updates, and only changed through `/status`).
     pub status_subresource: bool,
+    /// Whether the type has a `scale` subresource (autoscaling/v1 Scale over `spec.replicas`).
+    pub scale_subresource: bool,
     /// A custom resource version's `additionalPrinterColumns`, as its definition gives them
     /// (empty for built-in types, whose Table columns are kube's printers, `api::printers`).
     pub printer_columns: Vec<PrinterColumn>,
@@ -613,6 +615,14 @@ const BUILTINS: &[Declaration] = &[
     },
 ];
 
+/// The built-in types with a `scale` subresource, as kube-apiserver serves them.
+const SCALE: &[(&str, &str)] = &[
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("", "replicationcontrollers"),
+];
+
 /// The version a group's built-in types are served at: `v1` but for the groups listed here.
 const VERSIONS: &[(&str, &str)] = &[("autoscaling", "v2")];
 
@@ -639,6 +649,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
             indexed_field: declaration.indexed.map(str::to_owned),
             name_rule: declaration.name_rule,
             status_subresource: declaration.status,
+            scale_subresource: SCALE.contains(&(declaration.group, declaration.plural)),
             printer_columns: Vec::new(),
         })
         .collect()

@@ -775,3 +775,85 @@ async fn the_added_builtin_types_are_served() {
         assert_eq!(listed["items"].as_array().unwrap().len(), expected, "{replicas}: {listed}");
     }
 }
+
+/// `scale`: autoscaling/v1 Scale over a deployment's and a replication controller's
+/// `spec.replicas`, with resourceVersion preconditions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_subresource_reads_and_writes_replicas() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}
+    });
+    assert_eq!(http.send_json("POST", deployments, &deployment).await.status, 201);
+    let scale = http.get(&format!("{deployments}/web/scale")).await;
+    assert_eq!(scale.status, 200, "{}", String::from_utf8_lossy(&scale.body));
+    let scale = scale.json();
+    assert_eq!(
+        (scale["apiVersion"].clone(), scale["kind"].clone()),
+        (json!("autoscaling/v1"), json!("Scale"))
+    );
+    assert_eq!(scale["spec"], json!({"replicas": 2}));
+    assert_eq!(scale["status"], json!({"replicas": 0, "selector": "app=web"}));
+    assert_eq!(scale["metadata"]["name"], "web");
+
+    let mut put = scale.clone();
+    put["spec"]["replicas"] = json!(5);
+    let written = http.send_json("PUT", &format!("{deployments}/web/scale"), &put).await;
+    assert_eq!(written.status, 200, "{}", String::from_utf8_lossy(&written.body));
+    assert_eq!(written.json()["spec"]["replicas"], 5);
+    let parent = http.get(&format!("{deployments}/web")).await.json();
+    assert_eq!(parent["spec"]["replicas"], 5);
+    assert_eq!(parent["metadata"]["generation"], 2);
+
+    // The first Scale's resourceVersion is stale now.
+    put["spec"]["replicas"] = json!(7);
+    assert_status(&http.send_json("PUT", &format!("{deployments}/web/scale"), &put).await, 409, "Conflict");
+
+    let patched = http
+        .request(
+            "PATCH",
+            &format!("{deployments}/web/scale"),
+            "application/merge-patch+json",
+            br#"{"spec":{"replicas":1}}"#,
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", String::from_utf8_lossy(&patched.body));
+    assert_eq!(http.get(&format!("{deployments}/web")).await.json()["spec"]["replicas"], 1);
+
+    let controllers = "/api/v1/namespaces/default/replicationcontrollers";
+    let controller = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "rc"},
+        "spec": {"replicas": 1, "selector": {"app": "rc", "tier": "a"},
+            "template": {"metadata": {"labels": {"app": "rc", "tier": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    assert_eq!(http.send_json("POST", controllers, &controller).await.status, 201);
+    let scale = http.get(&format!("{controllers}/rc/scale")).await.json();
+    assert_eq!(scale["status"]["selector"], "app=rc,tier=a");
+    let patched = http
+        .request(
+            "PATCH",
+            &format!("{controllers}/rc/scale"),
+            "application/merge-patch+json",
+            br#"{"spec":{"replicas":0}}"#,
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(http.get(&format!("{controllers}/rc")).await.json()["spec"]["replicas"], 0);
+
+    // Types without a scale subresource do not route it.
+    assert_status(&http.get("/apis/apps/v1/namespaces/default/daemonsets/x/scale").await, 404, "NotFound");
+    let apps = http.get("/apis/apps/v1").await.json();
+    let scale_entry = apps["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "deployments/scale")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (scale_entry["group"].clone(), scale_entry["version"].clone(), scale_entry["kind"].clone()),
+        (json!("autoscaling"), json!("v1"), json!("Scale"))
+    );
+}

@@ -112,6 +112,7 @@ pub fn types_of(object: &Value) -> Vec<ResourceType> {
             indexed_field: None,
             name_rule: NameRule::PathSegment,
             status_subresource: definition["subresources"]["status"].is_object(),
+            scale_subresource: false,
             printer_columns: printer_columns(&definition),
         })
         .collect()

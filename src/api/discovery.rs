@@ -83,6 +83,17 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if ty.scale_subresource {
+            resources.push(json!({
+                "name": format!("{}/scale", ty.plural),
+                "singularName": "",
+                "namespaced": ty.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
     }
     if resources.is_empty() {
         return None;

@@ -51,7 +51,12 @@ impl Target {
             return Err(ApiError::no_route());
         }
         if let Some(subresource) = &path.subresource {
-            if subresource != "status" || !resource.ty.status_subresource {
+            let served = match subresource.as_str() {
+                "status" => resource.ty.status_subresource,
+                "scale" => resource.ty.scale_subresource,
+                _ => false,
+            };
+            if !served || path.name.is_none() {
                 return Err(ApiError::no_route());
             }
         }
@@ -65,6 +70,10 @@ impl Target {
 
     fn ty(&self) -> &ResourceType {
         &self.resource.ty
+    }
+
+    fn scale(&self) -> bool {
+        self.subresource.as_deref() == Some("scale")
     }
 
     fn subject<'a>(&'a self, name: &'a str) -> Subject<'a> {
@@ -324,6 +333,12 @@ pub async fn get(
         .await
         .map_err(|error| ApiError::from_cache(error, target.subject(name)))?
         .ok_or_else(|| ApiError::not_found(target.subject(name)))?;
+    if target.scale() {
+        let decoded: Value = serde_json::from_slice(&object.json).map_err(|error| {
+            ApiError::internal(format!("the cached object {} is not JSON: {error}", object.key))
+        })?;
+        return Ok(object_response(wire, StatusCode::OK, &scale_of(&decoded)));
+    }
     if let Some(options) = table {
         let decoded: Value = serde_json::from_slice(&object.json).map_err(|error| {
             ApiError::internal(format!("the cached object {} is not JSON: {error}", object.key))
@@ -734,6 +749,68 @@ enum Change<'a> {
     Patch { body: &'a [u8], patch_type: PatchType },
 }
 
+/// An object's autoscaling/v1 Scale: its `spec.replicas`, `status.replicas` and its selector
+/// as a label-selector string.
+fn scale_of(object: &Value) -> Value {
+    let metadata = metadata(object);
+    let mut scale_metadata = Map::new();
+    for field in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(value) = metadata.get(field) {
+            scale_metadata.insert(field.into(), value.clone());
+        }
+    }
+    let selector = match object.pointer("/spec/selector") {
+        Some(Value::Object(selector)) if object["apiVersion"] == "v1" => {
+            let pairs: Vec<String> = selector
+                .iter()
+                .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or("")))
+                .collect();
+            pairs.join(",")
+        }
+        Some(selector) => super::printers::label_selector(selector).unwrap_or_default(),
+        None => String::new(),
+    };
+    let mut status =
+        json!({"replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0)});
+    if !selector.is_empty() {
+        status["selector"] = json!(selector);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_metadata,
+        "spec": {"replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": status,
+    })
+}
+
+/// The parent object with the replicas (and resourceVersion precondition) of `scale`.
+fn scaled(current: &Value, scale: &Value) -> Result<Value, ApiError> {
+    match (scale.get("apiVersion").and_then(Value::as_str), scale.get("kind").and_then(Value::as_str)) {
+        (None | Some("" | "autoscaling/v1"), None | Some("" | "Scale")) => {}
+        (api_version, kind) => {
+            return Err(ApiError::bad_request(format!(
+                "expected autoscaling/v1 Scale, got {}/{}",
+                api_version.unwrap_or(""),
+                kind.unwrap_or("")
+            )))
+        }
+    }
+    let replicas = match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => 0,
+        Some(value) => {
+            value.as_i64().ok_or_else(|| ApiError::bad_request("spec.replicas must be an integer"))?
+        }
+    };
+    let mut new = current.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    match scale.pointer("/metadata/resourceVersion") {
+        Some(version) => metadata_mut(&mut new).insert("resourceVersion".into(), version.clone()),
+        None => metadata_mut(&mut new).remove("resourceVersion"),
+    };
+    Ok(new)
+}
+
 /// PUT of an object (or its status).
 pub async fn update(
     state: &ApiState,
@@ -746,6 +823,9 @@ pub async fn update(
     let ty = target.ty();
     let name = target.name.clone().expect("an item path");
     let mut object = decode_body(headers, body, ty)?;
+    if target.scale() {
+        return write_existing(state, target, query, Change::Replace(object), wire).await;
+    }
     check_type(&mut object, ty)?;
     apply_defaults(&mut object, ty);
     check_namespace(&mut object, target)?;
@@ -790,6 +870,7 @@ async fn write_existing(
     let key = target.key(&name);
     let storage = state.registry.storage();
     let status_only = target.subresource.as_deref() == Some("status");
+    let shown = |object: &Value| if target.scale() { scale_of(object) } else { object.clone() };
     loop {
         let current = storage
             .get(&key)
@@ -797,10 +878,11 @@ async fn write_existing(
             .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
             .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
         let current_object = stamped(&current, current.mod_revision)?;
+        let patched_from = if target.scale() { scale_of(&current_object) } else { current_object.clone() };
         let mut new = match &change {
             Change::Replace(object) => object.clone(),
             Change::Patch { body, patch_type } => {
-                let patched = patch::apply(&current_object, body, *patch_type, &patch::builtin_merge_key)
+                let patched = patch::apply(&patched_from, body, *patch_type, &patch::builtin_merge_key)
                     .map_err(|error| match error {
                         patch::PatchError::Invalid(message) => ApiError::bad_request(message),
                         patch::PatchError::Failed(message) => ApiError::invalid(
@@ -814,6 +896,9 @@ async fn write_existing(
                 patched
             }
         };
+        if target.scale() {
+            new = scaled(&current_object, &new)?;
+        }
         check_type(&mut new, ty)?;
         apply_defaults(&mut new, ty);
         // A resourceVersion in the request is a precondition; without one, the write retries.
@@ -848,7 +933,7 @@ async fn write_existing(
             let mut response = merged;
             metadata_mut(&mut response)
                 .insert("resourceVersion".into(), json!(current.mod_revision.to_string()));
-            return Ok(object_response(wire, StatusCode::OK, &response));
+            return Ok(object_response(wire, StatusCode::OK, &shown(&response)));
         }
         // An object being deleted goes once its last finalizer is removed.
         let finalizers_left =
@@ -860,7 +945,7 @@ async fn write_existing(
                     metadata_mut(&mut response)
                         .insert("resourceVersion".into(), json!(deleted.revision.to_string()));
                     super::crd::after_delete(state, ty, &response).await;
-                    return Ok(object_response(wire, StatusCode::OK, &response));
+                    return Ok(object_response(wire, StatusCode::OK, &shown(&response)));
                 }
                 Err(StorageError::Conflict { .. } | StorageError::NotFound { .. })
                     if precondition.is_none() =>
@@ -874,7 +959,7 @@ async fn write_existing(
             Ok(stored) => {
                 let response = stamped(&stored, stored.mod_revision)?;
                 super::crd::after_write(state, ty, Some(&response)).await;
-                return Ok(object_response(wire, StatusCode::OK, &response));
+                return Ok(object_response(wire, StatusCode::OK, &shown(&response)));
             }
             Err(StorageError::Conflict { .. }) if precondition.is_none() => continue,
             Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),

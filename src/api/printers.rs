@@ -578,7 +578,7 @@ fn format_labels(labels: &Value) -> String {
 
 /// kube's `metav1.LabelSelectorAsSelector(selector).String()`: `Ok("")` for a missing or empty
 /// selector, `Err` for one that is not valid.
-fn label_selector(selector: &Value) -> Result<String, ()> {
+pub(crate) fn label_selector(selector: &Value) -> Result<String, ()> {
     if !selector.is_object() {
         return Ok(String::new());
     }
