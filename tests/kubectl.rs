@@ -517,3 +517,29 @@ kP3ZTur5oUyax89Slw47GX4C1rOhRANCAATunbv3wDCPq+DEjn3fiaoX3caGWj0B
 KlckIzFrOQNjVYJJIfR8cZPPWH4XwfQB6L8ttSIPqB1/D4AMCaDIZkU2
 -----END PRIVATE KEY-----
 ";
+
+/// `kubectl scale` finds the scale subresource through discovery and writes it (kubectl sends
+/// the Scale as a patch, reads it back as protobuf).
+#[test]
+fn kubectl_scale_writes_the_scale_subresource() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    let kubectl = Kubectl::bare(&server.address, dir.path());
+    kubectl.run(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=2"]);
+    let scaled = kubectl.run(&["scale", "deploy", "web", "--replicas=5"]);
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    assert_eq!(kubectl.json(&["get", "deployment", "web"])["spec"]["replicas"], 5);
+    // --current-replicas is a precondition kubectl checks against the Scale it reads.
+    kubectl.run(&["scale", "deploy", "web", "--current-replicas=5", "--replicas=3"]);
+    assert_eq!(kubectl.json(&["get", "deployment", "web"])["spec"]["replicas"], 3);
+    let refused = Command::new(kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(&kubectl.kubeconfig)
+        .arg(format!("--server=http://{}", server.address))
+        .args(["scale", "deploy", "web", "--current-replicas=9", "--replicas=1"])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a wrong --current-replicas is refused");
+    assert_eq!(kubectl.json(&["get", "deployment", "web"])["spec"]["replicas"], 3);
+}
