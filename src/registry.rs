@@ -49,6 +49,8 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Whether the type has a `scale` subresource (autoscaling/v1 Scale over `spec.replicas`).
     pub scale_subresource: bool,
+    /// The subresources that take a POST of their own object (pods: `binding`, `eviction`).
+    pub post_subresources: Vec<String>,
     /// A custom resource version's `additionalPrinterColumns`, as its definition gives them
     /// (empty for built-in types, whose Table columns are kube's printers, `api::printers`).
     pub printer_columns: Vec<PrinterColumn>,
@@ -623,6 +625,10 @@ const SCALE: &[(&str, &str)] = &[
     ("", "replicationcontrollers"),
 ];
 
+/// The subresources a POST creates, by type: a pod's Binding (kube also serves the legacy
+/// `bindings` collection of a namespace for it) and its Eviction.
+const POST_SUBRESOURCES: &[(&str, &str, &str)] = &[("", "pods", "binding"), ("", "pods", "eviction")];
+
 /// The version a group's built-in types are served at: `v1` but for the groups listed here.
 const VERSIONS: &[(&str, &str)] = &[("autoscaling", "v2")];
 
@@ -650,6 +656,11 @@ pub fn builtin_types() -> Vec<ResourceType> {
             name_rule: declaration.name_rule,
             status_subresource: declaration.status,
             scale_subresource: SCALE.contains(&(declaration.group, declaration.plural)),
+            post_subresources: POST_SUBRESOURCES
+                .iter()
+                .filter(|(group, plural, _)| (*group, *plural) == (declaration.group, declaration.plural))
+                .map(|(_, _, subresource)| subresource.to_string())
+                .collect(),
             printer_columns: Vec::new(),
         })
         .collect()

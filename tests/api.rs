@@ -857,3 +857,95 @@ async fn the_scale_subresource_reads_and_writes_replicas() {
         (json!("autoscaling"), json!("v1"), json!("Scale"))
     );
 }
+
+fn pod(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+}
+
+/// `pods/NAME/binding` and the legacy `bindings` collection set spec.nodeName once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_assigns_a_pod_to_a_node_once() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let pods = "/api/v1/namespaces/default/pods";
+    assert_eq!(http.send_json("POST", pods, &pod("a", json!({}))).await.status, 201);
+    assert_eq!(http.send_json("POST", pods, &pod("b", json!({}))).await.status, 201);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "a"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}});
+    let bound = http.send_json("POST", &format!("{pods}/a/binding"), &binding).await;
+    assert_eq!(bound.status, 201, "{}", String::from_utf8_lossy(&bound.body));
+    assert_eq!(bound.json()["status"], "Success");
+    let a = http.get(&format!("{pods}/a")).await.json();
+    assert_eq!(a["spec"]["nodeName"], "node-1");
+    let scheduled = a["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!(scheduled["status"], "True");
+    let again = http.send_json("POST", &format!("{pods}/a/binding"), &binding).await;
+    assert_status(&again, 409, "Conflict");
+    assert_eq!(
+        again.json()["message"],
+        "Operation cannot be fulfilled on pods/binding \"a\": pod a is already assigned to node \"node-1\""
+    );
+    let legacy = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b"}, "target": {"kind": "Node", "name": "node-2"}});
+    assert_eq!(http.send_json("POST", "/api/v1/namespaces/default/bindings", &legacy).await.status, 201);
+    assert_eq!(http.get(&format!("{pods}/b")).await.json()["spec"]["nodeName"], "node-2");
+    let on_node = http.get(&format!("{pods}?fieldSelector=spec.nodeName%3Dnode-2")).await.json();
+    assert_eq!(on_node["items"].as_array().unwrap().len(), 1);
+    assert_status(
+        &http.send_json("POST", &format!("{pods}/missing/binding"), &json!({"target": {"name": "n"}})).await,
+        404,
+        "NotFound",
+    );
+}
+
+/// `pods/NAME/eviction`: deletes unless a PodDisruptionBudget that selects the pod allows no
+/// disruption; an allowed one is taken from the budget's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_honours_disruption_budgets() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let pods = "/api/v1/namespaces/default/pods";
+    let budgets = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    for (name, app) in [("free", "other"), ("guarded", "web"), ("second", "web")] {
+        assert_eq!(http.send_json("POST", pods, &pod(name, json!({"app": app}))).await.status, 201);
+    }
+    let budget = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web-pdb"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}});
+    assert_eq!(http.send_json("POST", budgets, &budget).await.status, 201);
+    let eviction =
+        |name: &str| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
+
+    let evicted = http.send_json("POST", &format!("{pods}/free/eviction"), &eviction("free")).await;
+    assert_eq!(evicted.status, 201, "{}", String::from_utf8_lossy(&evicted.body));
+    assert_eq!(evicted.json()["status"], "Success");
+    assert_status(&http.get(&format!("{pods}/free")).await, 404, "NotFound");
+
+    let refused = http.send_json("POST", &format!("{pods}/guarded/eviction"), &eviction("guarded")).await;
+    assert_status(&refused, 429, "TooManyRequests");
+    assert_eq!(
+        refused.json()["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(refused.json()["details"]["causes"][0]["reason"], "DisruptionBudget");
+    assert_eq!(http.get(&format!("{pods}/guarded")).await.status, 200);
+
+    let status = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web-pdb"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+        "status": {"disruptionsAllowed": 1, "currentHealthy": 3, "desiredHealthy": 2, "expectedPods": 3, "observedGeneration": 1}});
+    assert_eq!(http.send_json("PUT", &format!("{budgets}/web-pdb/status"), &status).await.status, 200);
+    let evicted = http.send_json("POST", &format!("{pods}/guarded/eviction"), &eviction("guarded")).await;
+    assert_eq!(evicted.status, 201, "{}", String::from_utf8_lossy(&evicted.body));
+    assert_status(&http.get(&format!("{pods}/guarded")).await, 404, "NotFound");
+    assert_eq!(http.get(&format!("{budgets}/web-pdb")).await.json()["status"]["disruptionsAllowed"], 0);
+    assert_status(
+        &http.send_json("POST", &format!("{pods}/second/eviction"), &eviction("second")).await,
+        429,
+        "TooManyRequests",
+    );
+}

@@ -113,6 +113,7 @@ pub fn types_of(object: &Value) -> Vec<ResourceType> {
             name_rule: NameRule::PathSegment,
             status_subresource: definition["subresources"]["status"].is_object(),
             scale_subresource: false,
+            post_subresources: Vec::new(),
             printer_columns: printer_columns(&definition),
         })
         .collect()

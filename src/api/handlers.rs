@@ -45,6 +45,17 @@ impl Target {
     /// Resolves a parsed path against the registry.
     pub fn resolve(state: &ApiState, path: &ResourcePath) -> Result<Target, ApiError> {
         let plural = path.plural.as_deref().ok_or_else(ApiError::no_route)?;
+        // The legacy `POST /api/v1/namespaces/NS/bindings` is the pods' `binding` subresource
+        // with the pod's name in the body.
+        if path.group.is_empty() && plural == "bindings" && path.name.is_none() && path.namespace.is_some() {
+            let resource = state.registry.get("", &path.version, "pods").ok_or_else(ApiError::no_route)?;
+            return Ok(Target {
+                resource,
+                namespace: path.namespace.clone(),
+                name: None,
+                subresource: Some("binding".into()),
+            });
+        }
         let resource =
             state.registry.get(&path.group, &path.version, plural).ok_or_else(ApiError::no_route)?;
         if path.namespace.is_some() && !resource.ty.namespaced {
@@ -54,7 +65,7 @@ impl Target {
             let served = match subresource.as_str() {
                 "status" => resource.ty.status_subresource,
                 "scale" => resource.ty.scale_subresource,
-                _ => false,
+                other => resource.ty.post_subresources.iter().any(|served| served == other),
             };
             if !served || path.name.is_none() {
                 return Err(ApiError::no_route());
@@ -967,6 +978,249 @@ async fn write_existing(
     }
 }
 
+/// kube's answer to a POST that creates no object of its own: 201 with a Success Status.
+fn created_success(wire: Wire) -> Response<Body> {
+    object_response(
+        wire,
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
+}
+
+/// POST of a v1 Binding (`pods/NAME/binding`, or a namespace's `bindings`): sets the pod's
+/// `spec.nodeName` once, and its PodScheduled condition, as kube's BindingREST does.
+async fn bind(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+    wire: Wire,
+) -> Result<Response<Body>, ApiError> {
+    let binding = decode_body(headers, body, target.ty())?;
+    let name = match (&target.name, binding.pointer("/metadata/name").and_then(Value::as_str)) {
+        (Some(path), Some(given)) if !given.is_empty() && given != path => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({path})"
+            )))
+        }
+        (Some(path), _) => path.clone(),
+        (None, Some(given)) if !given.is_empty() => given.to_owned(),
+        (None, _) => return Err(ApiError::bad_request("name is required for a Binding")),
+    };
+    let binding_subject = Subject { group: "", plural: "pods/binding", kind: "Binding", name: &name };
+    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let kind = binding.pointer("/target/kind").and_then(Value::as_str).unwrap_or("");
+    if !kind.is_empty() && kind != "Node" {
+        let cause = Cause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: \"{kind}\": supported values: \"Node\""),
+            field: "target.kind".into(),
+        };
+        return Err(ApiError::invalid(binding_subject, &[cause]));
+    }
+    if node.is_empty() {
+        let cause = Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: "target.name".into(),
+        };
+        return Err(ApiError::invalid(binding_subject, &[cause]));
+    }
+    let key = target.key(&name);
+    let storage = state.registry.storage();
+    loop {
+        let current = storage
+            .get(&key)
+            .await
+            .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
+            .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
+        let mut pod = stamped(&current, current.mod_revision)?;
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(
+                binding_subject,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let assigned = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        if !assigned.is_empty() {
+            return Err(ApiError::conflict(
+                binding_subject,
+                &format!("pod {name} is already assigned to node \"{assigned}\""),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        if let Some(Value::Object(annotations)) = binding.pointer("/metadata/annotations") {
+            let metadata = metadata_mut(&mut pod);
+            let existing = metadata.entry("annotations").or_insert_with(|| json!({}));
+            for (key, value) in annotations {
+                existing[key] = value.clone();
+            }
+        }
+        if !pod.get("status").is_some_and(Value::is_object) {
+            pod["status"] = json!({});
+        }
+        let conditions = pod["status"]
+            .as_object_mut()
+            .expect("an object")
+            .entry("conditions")
+            .or_insert_with(|| json!([]));
+        if !conditions.is_array() {
+            *conditions = json!([]);
+        }
+        let conditions = conditions.as_array_mut().expect("an array");
+        match conditions.iter_mut().find(|condition| condition["type"] == "PodScheduled") {
+            Some(condition) => {
+                if condition["status"] != "True" {
+                    condition["status"] = json!("True");
+                    condition["lastTransitionTime"] = json!(now_rfc3339());
+                }
+            }
+            None => conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()})),
+        }
+        metadata_mut(&mut pod).remove("resourceVersion");
+        if query.dry_run {
+            return Ok(created_success(wire));
+        }
+        match storage.update(&key, encode_for_storage(&pod), current.mod_revision).await {
+            Ok(_) => return Ok(created_success(wire)),
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+        }
+    }
+}
+
+/// The PodDisruptionBudgets of the pod's namespace whose selector selects it, with their
+/// storage keys and revisions.
+async fn disruption_budgets(
+    state: &ApiState,
+    namespace: &str,
+    pod: &Value,
+) -> Result<Vec<(KeyValue, Value)>, ApiError> {
+    let Some(budgets) = state.registry.get("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(Vec::new());
+    };
+    let prefix = budgets.ty.key(Some(namespace), "");
+    let options = crate::storage::ListOptions { revision: None, limit: None, continue_after: None };
+    let listed = state.registry.storage().list(&prefix, options).await.map_err(|error| {
+        ApiError::from_storage(
+            error,
+            Subject {
+                group: "policy",
+                plural: "poddisruptionbudgets",
+                kind: "PodDisruptionBudget",
+                name: "",
+            },
+        )
+    })?;
+    let labels: std::collections::BTreeMap<String, String> = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels.iter().map(|(key, value)| (key.clone(), value.as_str().unwrap_or("").to_owned())).collect()
+        })
+        .unwrap_or_default();
+    let mut selecting = Vec::new();
+    for kv in listed.items {
+        let budget = stamped(&kv, kv.mod_revision)?;
+        // kube: a budget with a nil or empty selector selects nothing (policy/v1).
+        let selector = match budget.pointer("/spec/selector") {
+            Some(selector @ Value::Object(fields)) if !fields.is_empty() => selector.clone(),
+            _ => continue,
+        };
+        let Ok(text) = super::printers::label_selector(&selector) else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        let Ok(parsed) = crate::selector::LabelSelector::parse(&text) else { continue };
+        if parsed.matches(&labels) {
+            selecting.push((kv, budget));
+        }
+    }
+    Ok(selecting)
+}
+
+/// POST of a policy/v1 Eviction (`pods/NAME/eviction`): deletes the pod unless a
+/// PodDisruptionBudget that selects it allows no disruption (429); an allowed disruption is
+/// taken from the budget's status (a write with its revision as precondition) before the delete.
+async fn evict(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+    wire: Wire,
+) -> Result<Response<Body>, ApiError> {
+    let eviction = decode_body(headers, body, target.ty())?;
+    let name = target.name.clone().expect("an item path");
+    if let Some(given) = eviction.pointer("/metadata/name").and_then(Value::as_str) {
+        if !given.is_empty() && given != name {
+            return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+        }
+    }
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let storage = state.registry.storage();
+    loop {
+        let current = storage
+            .get(&target.key(&name))
+            .await
+            .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
+            .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
+        let pod = stamped(&current, current.mod_revision)?;
+        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        // A pod that is done, or being deleted, needs no budget.
+        let guarded =
+            !matches!(phase, "Succeeded" | "Failed") && pod.pointer("/metadata/deletionTimestamp").is_none();
+        if guarded {
+            let budgets = disruption_budgets(state, &namespace, &pod).await?;
+            if budgets.len() > 1 {
+                return Err(ApiError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ));
+            }
+            if let Some((kv, mut budget)) = budgets.into_iter().next() {
+                let allowed =
+                    budget.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+                if allowed <= 0 {
+                    let budget_name = budget.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                    let desired =
+                        budget.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0);
+                    let healthy =
+                        budget.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0);
+                    return Err(ApiError::disruption_budget(&format!(
+                        "The disruption budget {budget_name} needs {desired} healthy pods and has {healthy} currently"
+                    )));
+                }
+                if !query.dry_run {
+                    budget["status"]["disruptionsAllowed"] = json!(allowed - 1);
+                    metadata_mut(&mut budget).remove("resourceVersion");
+                    match storage.update(&kv.key, encode_for_storage(&budget), kv.mod_revision).await {
+                        Ok(_) => {}
+                        Err(StorageError::Conflict { .. }) => continue,
+                        Err(error) => {
+                            let subject = Subject {
+                                group: "policy",
+                                plural: "poddisruptionbudgets",
+                                kind: "PodDisruptionBudget",
+                                name: "",
+                            };
+                            return Err(ApiError::from_storage(error, subject));
+                        }
+                    }
+                }
+            }
+        }
+        let pod_target = Target {
+            resource: Arc::clone(&target.resource),
+            namespace: target.namespace.clone(),
+            name: Some(name.clone()),
+            subresource: None,
+        };
+        delete(state, &pod_target, query, &HeaderMap::new(), b"", wire).await?;
+        return Ok(created_success(wire));
+    }
+}
+
 /// DELETE of an object.
 pub async fn delete(
     state: &ApiState,
@@ -1139,6 +1393,15 @@ pub async fn dispatch(
     let item = target.name.is_some();
     let status = target.subresource.is_some();
     let wire = negotiate::response_wire(headers, target.ty().protobuf())?;
+    if let Some(subresource) = target.subresource.as_deref() {
+        if target.ty().post_subresources.iter().any(|served| served == subresource) {
+            return match (method, subresource) {
+                (&Method::POST, "binding") => bind(state, target, query, headers, body, wire).await,
+                (&Method::POST, "eviction") => evict(state, target, query, headers, body, wire).await,
+                (method, _) => Err(ApiError::method_not_allowed(method)),
+            };
+        }
+    }
     match (method, item, status) {
         (&Method::GET, true, _) => get(target, query, headers, wire).await,
         (&Method::GET, false, _) if query.watch => {

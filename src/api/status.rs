@@ -174,6 +174,18 @@ impl ApiError {
         error
     }
 
+    /// 429 TooManyRequests for an eviction a PodDisruptionBudget forbids, in kube's words, with
+    /// the budget's reason as the cause.
+    pub fn disruption_budget(cause: &str) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        );
+        error.details = Some(Box::new(json!({"causes": [{"reason": "DisruptionBudget", "message": cause}]})));
+        error
+    }
+
     /// 429 TooManyRequests with Retry-After: the resource's cache has not synced yet
     /// (kube-apiserver 1.34's answer while its watch cache initializes).
     pub fn initializing() -> ApiError {
