@@ -105,6 +105,9 @@ async fn discovery_describes_the_served_resources() {
         assert!(core_resources.contains(&(name.to_owned(), namespaced, short)), "{name}: {core_resources:?}");
     }
     assert!(core_resources.iter().any(|(name, ..)| name == "replicationcontrollers/status"));
+    for name in ["pods/binding", "pods/eviction", "replicationcontrollers/scale"] {
+        assert!(core_resources.iter().any(|(n, ..)| n == name), "{name}: {core_resources:?}");
+    }
     let autoscaling = http.get("/apis/autoscaling").await.json();
     assert_eq!(autoscaling["preferredVersion"]["version"], "v2");
     let hpa = resources(http.get("/apis/autoscaling/v2").await.json());

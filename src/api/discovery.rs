@@ -83,6 +83,24 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        for subresource in &ty.post_subresources {
+            let (group, version, kind) = match subresource.as_str() {
+                "eviction" => ("policy", "v1", "Eviction"),
+                _ => ("", "v1", "Binding"),
+            };
+            let mut entry = json!({
+                "name": format!("{}/{subresource}", ty.plural),
+                "singularName": "",
+                "namespaced": ty.namespaced,
+                "kind": kind,
+                "verbs": ["create"],
+            });
+            if !group.is_empty() {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            resources.push(entry);
+        }
         if ty.scale_subresource {
             resources.push(json!({
                 "name": format!("{}/scale", ty.plural),
