@@ -224,6 +224,121 @@ fn apply_defaults(object: &mut Value, ty: &ResourceType) {
     {
         object["type"] = json!("Opaque");
     }
+    for (group, plural, defaults) in DEFAULTS {
+        if ty.group == *group && ty.plural == *plural {
+            defaults(object);
+        }
+    }
+}
+
+/// kube-apiserver's defaulting functions (`SetDefaults_*` of pkg/apis/*/v1), per type.
+type Defaulter = fn(&mut Value);
+
+const DEFAULTS: &[(&str, &str, Defaulter)] = &[
+    ("", "pods", default_pod),
+    ("", "services", default_service),
+    ("", "namespaces", default_namespace),
+    ("apps", "deployments", default_deployment),
+];
+
+/// Sets `object[field]` when it is absent or null (an object is made of a non-object first).
+fn default_field(object: &mut Value, field: &str, value: Value) {
+    if !object.is_object() {
+        *object = json!({});
+    }
+    if object.get(field).is_none_or(Value::is_null) {
+        object[field] = value;
+    }
+}
+
+fn default_pod_spec(spec: &mut Value) {
+    default_field(spec, "restartPolicy", json!("Always"));
+    default_field(spec, "dnsPolicy", json!("ClusterFirst"));
+    default_field(spec, "terminationGracePeriodSeconds", json!(30));
+    default_field(spec, "schedulerName", json!("default-scheduler"));
+    default_field(spec, "securityContext", json!({}));
+    default_field(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers.iter_mut().filter(|container| container.is_object()) {
+                let image = container.get("image").and_then(Value::as_str).unwrap_or("");
+                // The tag is what follows the last ':' after the last '/' (a registry port is not a tag).
+                let without_digest = image.split('@').next().unwrap_or("");
+                let last_part = without_digest.rsplit('/').next().unwrap_or("");
+                let tag = last_part.split_once(':').map(|(_, tag)| tag);
+                let policy = if image.contains('@') {
+                    "IfNotPresent"
+                } else {
+                    match tag {
+                        None | Some("latest") => "Always",
+                        Some(_) => "IfNotPresent",
+                    }
+                };
+                default_field(container, "imagePullPolicy", json!(policy));
+                default_field(container, "terminationMessagePath", json!("/dev/termination-log"));
+                default_field(container, "terminationMessagePolicy", json!("File"));
+            }
+        }
+    }
+}
+
+fn default_pod(pod: &mut Value) {
+    default_field(pod, "spec", json!({}));
+    default_pod_spec(&mut pod["spec"]);
+    default_field(pod, "status", json!({}));
+    default_field(&mut pod["status"], "phase", json!("Pending"));
+}
+
+fn default_service(service: &mut Value) {
+    default_field(service, "spec", json!({}));
+    let spec = &mut service["spec"];
+    default_field(spec, "type", json!("ClusterIP"));
+    default_field(spec, "sessionAffinity", json!("None"));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter(|port| port.is_object()) {
+            default_field(port, "protocol", json!("TCP"));
+            let unset = match port.get("targetPort") {
+                None | Some(Value::Null) => true,
+                Some(Value::Number(number)) => number.as_i64() == Some(0),
+                Some(Value::String(text)) => text.is_empty(),
+                Some(_) => false,
+            };
+            if unset {
+                if let Some(number) = port.get("port").cloned() {
+                    port["targetPort"] = number;
+                }
+            }
+        }
+    }
+}
+
+fn default_namespace(namespace: &mut Value) {
+    if let Some(name) = namespace.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned) {
+        default_field(&mut namespace["metadata"], "labels", json!({}));
+        namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
+    default_field(namespace, "spec", json!({}));
+    default_field(&mut namespace["spec"], "finalizers", json!(["kubernetes"]));
+    default_field(namespace, "status", json!({}));
+    default_field(&mut namespace["status"], "phase", json!("Active"));
+}
+
+fn default_deployment(deployment: &mut Value) {
+    default_field(deployment, "spec", json!({}));
+    let spec = &mut deployment["spec"];
+    default_field(spec, "replicas", json!(1));
+    default_field(spec, "strategy", json!({}));
+    default_field(&mut spec["strategy"], "type", json!("RollingUpdate"));
+    if spec["strategy"]["type"] == "RollingUpdate" {
+        default_field(&mut spec["strategy"], "rollingUpdate", json!({}));
+        default_field(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
+        default_field(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
+    }
+    default_field(spec, "revisionHistoryLimit", json!(10));
+    default_field(spec, "progressDeadlineSeconds", json!(600));
+    if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        default_pod_spec(template_spec);
+    }
 }
 
 fn metadata(object: &Value) -> &Map<String, Value> {
@@ -1420,6 +1535,73 @@ pub async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_kubes() {
+        let ty = |plural: &str| {
+            crate::registry::builtin_types().into_iter().find(|ty| ty.plural == plural).unwrap()
+        };
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "nginx"}, {"name": "b", "image": "nginx:latest"},
+            {"name": "c", "image": "nginx:1.27"}, {"name": "d", "image": "localhost:5000/app"},
+            {"name": "e", "image": "localhost:5000/app:v2"}, {"name": "f", "image": "nginx@sha256:abc"},
+            {"name": "g", "image": "nginx:1.27", "imagePullPolicy": "Never"}]}});
+        apply_defaults(&mut pod, &ty("pods"));
+        let policies: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["imagePullPolicy"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            policies,
+            ["Always", "Always", "IfNotPresent", "Always", "IfNotPresent", "IfNotPresent", "Never"]
+        );
+        for (field, value) in [
+            ("restartPolicy", json!("Always")),
+            ("dnsPolicy", json!("ClusterFirst")),
+            ("terminationGracePeriodSeconds", json!(30)),
+            ("schedulerName", json!("default-scheduler")),
+            ("enableServiceLinks", json!(true)),
+            ("securityContext", json!({})),
+        ] {
+            assert_eq!(pod["spec"][field], value, "{field}");
+        }
+        assert_eq!(pod["spec"]["containers"][0]["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(pod["spec"]["containers"][0]["terminationMessagePolicy"], "File");
+        assert_eq!(pod["status"]["phase"], "Pending");
+
+        let mut service = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP", "targetPort": "dns"}]}});
+        apply_defaults(&mut service, &ty("services"));
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(service["spec"]["sessionAffinity"], "None");
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"port": 80, "protocol": "TCP", "targetPort": 80}, {"port": 53, "protocol": "UDP", "targetPort": "dns"}])
+        );
+
+        let mut namespace = json!({"metadata": {"name": "team-a"}});
+        apply_defaults(&mut namespace, &ty("namespaces"));
+        assert_eq!(namespace["metadata"]["labels"], json!({"kubernetes.io/metadata.name": "team-a"}));
+        assert_eq!(namespace["spec"], json!({"finalizers": ["kubernetes"]}));
+        assert_eq!(namespace["status"], json!({"phase": "Active"}));
+
+        let mut deployment = json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+        apply_defaults(&mut deployment, &ty("deployments"));
+        assert_eq!(deployment["spec"]["replicas"], 1);
+        assert_eq!(
+            deployment["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        assert_eq!(deployment["spec"]["revisionHistoryLimit"], 10);
+        assert_eq!(deployment["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(deployment["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut recreate =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 0, "strategy": {"type": "Recreate"}}});
+        apply_defaults(&mut recreate, &ty("deployments"));
+        assert_eq!(recreate["spec"]["replicas"], 0);
+        assert_eq!(recreate["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
 
     #[test]
     fn secrets_default_to_opaque() {
