@@ -368,6 +368,14 @@ const INGRESS_CLASS_COLUMNS: &[Column<'static>] = &[
     column("Parameters", "string", "A reference to a resource with additional parameters"),
     AGE,
 ];
+const INGRESS_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Class", "string", "The name of the IngressClass resource."),
+    column("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+    column("Address", "string", "Address is a list containing ingress points for the load-balancer"),
+    column("Ports", "string", "Ports of TLS configurations that open"),
+    AGE,
+];
 const NETWORK_POLICY_COLUMNS: &[Column<'static>] = &[
     NAME,
     column("Pod-Selector", "string", "Selects the pods to which this NetworkPolicy object applies. The array of ingress rules is applied to any pods selected by this field. Multiple network policies can select the same set of pods. In this case, the ingress rules for each are combined additively. This field is NOT optional and follows standard label selector semantics. An empty podSelector matches all pods in this namespace."),
@@ -435,6 +443,7 @@ impl<'a> Printer<'a> {
                 ("scheduling.k8s.io", "priorityclasses") => {
                     Some((PRIORITY_CLASS_COLUMNS, priority_class_row))
                 }
+                ("networking.k8s.io", "ingresses") => Some((INGRESS_COLUMNS, ingress_row)),
                 ("networking.k8s.io", "ingressclasses") => Some((INGRESS_CLASS_COLUMNS, ingress_class_row)),
                 ("networking.k8s.io", "networkpolicies") => {
                     Some((NETWORK_POLICY_COLUMNS, network_policy_row))
@@ -444,7 +453,6 @@ impl<'a> Printer<'a> {
                 ("", "persistentvolumes" | "persistentvolumeclaims" | "resourcequotas" | "limitranges")
                 | ("discovery.k8s.io", "endpointslices")
                 | ("storage.k8s.io", "csidrivers")
-                | ("networking.k8s.io", "ingresses")
                 | ("autoscaling", "horizontalpodautoscalers")
                 | ("certificates.k8s.io", "certificatesigningrequests") => {
                     Some((DEFAULT_COLUMNS, default_row))
@@ -1285,6 +1293,50 @@ fn ingress_class_row(class: &Value, now: Timestamp) -> Row {
         }
     };
     vec![name(class), json!(text(class, "/spec/controller")), json!(parameters), age(class, now)].into()
+}
+
+fn ingress_row(ingress: &Value, now: Timestamp) -> Row {
+    const MAX_HOSTS: usize = 3;
+    let rules = list(ingress, "/spec/rules");
+    // kube's formatHosts: the first three hosts named, and how many rules are past three.
+    let mut hosts: Vec<&str> = Vec::new();
+    let mut more = false;
+    for rule in rules {
+        if hosts.len() == MAX_HOSTS {
+            more = true;
+        }
+        let host = text(rule, "/host");
+        if !more && !host.is_empty() {
+            hosts.push(host);
+        }
+    }
+    let hosts = match (hosts.is_empty(), more) {
+        (true, _) => "*".to_owned(),
+        (false, false) => hosts.join(","),
+        (false, true) => format!("{} + {} more...", hosts.join(","), rules.len() - MAX_HOSTS),
+    };
+    let addresses: Vec<&str> = list(ingress, "/status/loadBalancer/ingress")
+        .iter()
+        .filter_map(|point| match (text(point, "/ip"), text(point, "/hostname")) {
+            ("", "") => None,
+            ("", hostname) => Some(hostname),
+            (ip, _) => Some(ip),
+        })
+        .collect();
+    let mut address = addresses.join(",");
+    if address.len() > 16 {
+        address = format!("{}...", &address[..13]);
+    }
+    let ports = if list(ingress, "/spec/tls").is_empty() { "80" } else { "80, 443" };
+    vec![
+        name(ingress),
+        json!(text_or(ingress, "/spec/ingressClassName", "<none>")),
+        json!(hosts),
+        json!(address),
+        json!(ports),
+        age(ingress, now),
+    ]
+    .into()
 }
 
 fn network_policy_row(policy: &Value, now: Timestamp) -> Row {
@@ -2609,6 +2661,29 @@ mod tests {
         let class =
             json!({"metadata": {"name": "gvisor", "creationTimestamp": HOUR_AGO}, "handler": "runsc"});
         assert_eq!(cells(&rt, class), [json!("gvisor"), json!("runsc"), json!("60m")]);
+
+        let ing = builtin("ingresses");
+        let ingress = json!({"metadata": {"name": "web", "creationTimestamp": HOUR_AGO},
+            "spec": {"ingressClassName": "nginx", "tls": [{"hosts": ["a.example.com"]}],
+                "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}, {}, {"host": "d.example.com"}, {"host": "e.example.com"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+        assert_eq!(
+            cells(&ing, ingress),
+            [
+                json!("web"),
+                json!("nginx"),
+                json!("a.example.com,b.example.com,d.example.com + 2 more..."),
+                json!("192.0.2.10"),
+                json!("80, 443"),
+                json!("60m")
+            ]
+        );
+        let bare =
+            json!({"metadata": {"name": "bare", "creationTimestamp": HOUR_AGO}, "spec": {"rules": [{}]}});
+        assert_eq!(
+            cells(&ing, bare),
+            [json!("bare"), json!("<none>"), json!("*"), json!(""), json!("80"), json!("60m")]
+        );
 
         let pt = builtin("podtemplates");
         let template = json!({"metadata": {"name": "t", "creationTimestamp": HOUR_AGO},
