@@ -68,6 +68,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub history_revisions: u64,
 
+    /// How often storage's history is compacted, as kube-apiserver's
+    /// --etcd-compaction-interval (seconds, or a duration such as 5m; 0 disables). Each round
+    /// compacts to the revision of the round before, so one interval of history is kept;
+    /// replicas on one etcd elect one compactor per round on `compact_rev_key`, as
+    /// kube-apiservers do. The embedded store compacts on the same schedule (and keeps at most
+    /// --history-revisions regardless).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub etcd_compaction_interval: Duration,
+
     /// Most events each resource's watch cache keeps for watchers to resume from (its ring);
     /// a watcher that falls further behind gets 410 Gone and relists.
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
@@ -77,6 +86,18 @@ pub struct ServeArgs {
     /// Requests with Retry-After. 0: no limit.
     #[arg(long, default_value_t = 400, value_name = "N")]
     pub max_requests_inflight: usize,
+
+    /// Most create, update, patch and delete requests served at once, counted apart from
+    /// --max-requests-inflight (which then counts only reads), as kube-apiserver's flag of the
+    /// same name; beyond it requests get 429 with Retry-After. 0: no separate limit (mutating
+    /// requests share --max-requests-inflight).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub max_mutating_requests_inflight: usize,
+
+    /// Most watches open at once; a watch beyond it gets 429 with Retry-After. Watches are
+    /// long-running, so they are not counted by the other two limits. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_watches: usize,
 
     /// A watch without timeoutSeconds ends after a random time between this and twice this, so
     /// that clients re-watch at different moments (seconds, or a duration such as 30m).

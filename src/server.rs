@@ -72,13 +72,26 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
     api::crd::spawn_sync(Arc::clone(&registry));
-    let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
-    let inflight = (args.max_requests_inflight > 0)
-        .then(|| Arc::new(tokio::sync::Semaphore::new(args.max_requests_inflight)));
+    let mut metrics = api::metrics::Metrics::new(Arc::clone(&registry));
+    if !args.etcd_compaction_interval.is_zero() {
+        let stats = Arc::new(crate::storage::compactor::CompactorStats::default());
+        crate::storage::compactor::spawn(
+            Arc::clone(&storage),
+            args.etcd_compaction_interval,
+            Arc::clone(&stats),
+        );
+        metrics.register_compactor(stats);
+    }
+    let permits = |limit: usize| (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit)));
+    let inflight = permits(args.max_requests_inflight);
+    let mutating_inflight = permits(args.max_mutating_requests_inflight);
+    let watches = permits(args.max_watches);
     let state = Arc::new(ApiState {
         registry,
         metrics,
         inflight,
+        mutating_inflight,
+        watches,
         min_request_timeout: args.min_request_timeout,
         authorizer: Arc::new(crate::auth::AlwaysAllow),
     });

@@ -160,3 +160,46 @@ async fn a_member_that_loses_its_leader_fails_watches_and_writes_instead_of_stal
     assert!(error.is_retryable(), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2), "the write took {:?}", started.elapsed());
 }
+
+/// Two replicas on one etcd elect one compactor per round on kube-apiserver's
+/// `compact_rev_key`, and the winner compacts to the revision seen a round before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_elect_one_compactor_per_round_on_compact_rev_key() {
+    use watchcache::storage::compactor::{round, CompactorStats, Round};
+    let cluster = EtcdCluster::start(1);
+    let first = cluster.storage("/registry").await;
+    let second = cluster.storage("/registry").await;
+    let (first_stats, second_stats) = (CompactorStats::default(), CompactorStats::default());
+    let compactions = |stats: &CompactorStats| stats.compactions.load(std::sync::atomic::Ordering::Relaxed);
+    let lost = |stats: &CompactorStats| stats.lost_rounds.load(std::sync::atomic::Ordering::Relaxed);
+
+    for index in 0..3 {
+        first.create(&format!("/configmaps/default/a{index}"), Bytes::from_static(b"{}")).await.unwrap();
+    }
+    // Round 1: the first replica claims; the second sees the claim and loses.
+    let a1 = round(&first, Round::default(), &first_stats).await;
+    let b1 = round(&second, Round::default(), &second_stats).await;
+    assert_eq!((a1.seen_version, b1.seen_version), (1, 1));
+    assert_eq!((lost(&first_stats), lost(&second_stats)), (0, 1));
+    let mut raw = etcd_client::Client::connect(cluster.client_urls(), None).await.unwrap();
+    let key = raw.get("compact_rev_key", None).await.unwrap();
+    assert_eq!(key.kvs()[0].value_str().unwrap(), "0", "the first round records no revision to compact to");
+
+    for index in 0..3 {
+        second.create(&format!("/configmaps/default/b{index}"), Bytes::from_static(b"{}")).await.unwrap();
+    }
+    // Round 2: the second replica is first this time and wins; it compacts to the revision it
+    // saw in round 1. The first replica, a round behind on the key's version, loses.
+    let b2 = round(&second, b1, &second_stats).await;
+    let a2 = round(&first, a1, &first_stats).await;
+    assert_eq!((compactions(&first_stats), compactions(&second_stats)), (0, 1));
+    assert_eq!(lost(&first_stats), 1);
+    assert_eq!((a2.seen_version, b2.seen_version), (2, 2));
+    let compacted_to = b1.revision;
+    let before = ListOptions { revision: Some(compacted_to - 1), ..ListOptions::default() };
+    assert!(matches!(first.list("/configmaps/", before).await, Err(StorageError::Compacted { .. })));
+    let at = ListOptions { revision: Some(compacted_to), ..ListOptions::default() };
+    assert_eq!(first.list("/configmaps/", at).await.unwrap().items.len(), 3, "one round of history is kept");
+    let key = raw.get("compact_rev_key", None).await.unwrap();
+    assert_eq!(key.kvs()[0].value_str().unwrap(), compacted_to.to_string());
+}

@@ -71,8 +71,14 @@ pub struct ApiState {
     /// Request and cache metrics.
     pub metrics: metrics::Metrics,
     /// Permits for requests on resources other than watches (`--max-requests-inflight`);
-    /// `None`: unlimited.
+    /// mutating ones take theirs from `mutating_inflight` when that is set. `None`: unlimited.
     pub inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Permits for create, update, patch and delete (`--max-mutating-requests-inflight`);
+    /// `None`: they share `inflight`.
+    pub mutating_inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Permits for open watches (`--max-watches`), each held until its stream ends; `None`:
+    /// unlimited.
+    pub watches: Option<Arc<tokio::sync::Semaphore>>,
     /// The shortest lifetime of a watch without `timeoutSeconds` (`--min-request-timeout`);
     /// each such watch ends after a random time between it and twice it.
     pub min_request_timeout: Duration,
@@ -161,15 +167,23 @@ async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Body> 
 }
 
 async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bool) -> Response<Body> {
-    // Watches are long-running and exempt, as are health, version and metrics endpoints.
-    let limited = !is_watch
-        && (request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/apis/"));
-    let _permit = match (&state.inflight, limited) {
-        (Some(inflight), true) => match Arc::clone(inflight).try_acquire_owned() {
+    // Requests on resources are limited; health, version and metrics endpoints are exempt.
+    // Watches are long-running and counted apart, each holding its permit until it ends.
+    let on_resources =
+        request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/apis/");
+    let mutating = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let limit = match (on_resources, is_watch, mutating) {
+        (false, _, _) => None,
+        (true, true, _) => state.watches.as_ref(),
+        (true, false, true) => state.mutating_inflight.as_ref().or(state.inflight.as_ref()),
+        (true, false, false) => state.inflight.as_ref(),
+    };
+    let permit = match limit {
+        Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => return ApiError::too_many_requests().to_response(),
         },
-        _ => None,
+        None => None,
     };
     let error_wire = negotiate::error_wire(request.headers());
     // Without authentication every request is the loopback admin's.
@@ -178,7 +192,17 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
         return error.to_response_in(error_wire);
     }
     let result = if is_watch {
-        route(state, request).await
+        // The watch's permit lives as long as its stream.
+        route(state, request).await.map(|response| match permit {
+            Some(permit) => response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .boxed_unsync()
+            }),
+            None => response,
+        })
     } else {
         match tokio::time::timeout(REQUEST_TIMEOUT, route(state, request)).await {
             Ok(result) => result,

@@ -52,8 +52,8 @@ use tokio::sync::{mpsc, Notify};
 use crate::protobuf;
 
 use super::{
-    validate_key, validate_list, validate_prefix, validate_value, Deleted, Event, EventKind, KeyValue,
-    ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
+    validate_key, validate_list, validate_prefix, validate_value, CompactionClaim, Deleted, Event, EventKind,
+    KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
 };
 
 /// Settings of the etcd backend.
@@ -608,7 +608,38 @@ impl Storage for EtcdStorage {
             .map_err(|error| with_revisions(error, revision, Some(current)))?;
         Ok(())
     }
+
+    /// kube-apiserver's election, on the same key (`compact_rev_key`, outside any prefix, since
+    /// compaction is of the whole cluster), so that watchcache replicas and kube-apiservers
+    /// sharing one etcd compact once per interval between them.
+    async fn claim_compaction(&self, seen_version: i64, revision: Revision) -> Result<CompactionClaim> {
+        let response = self
+            .run(|mut client| {
+                let txn = Txn::new()
+                    .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, seen_version)])
+                    .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)])
+                    .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        let current_revision = header_revision(response.header())?;
+        if response.succeeded() {
+            return Ok(CompactionClaim { won: true, version: seen_version + 1, current_revision });
+        }
+        let version = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(CompactionClaim { won: false, version, current_revision })
+    }
 }
+
+/// The key on which compactions are elected, as kube-apiserver names it.
+pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 
 struct EtcdWatch {
     prefix: String,
