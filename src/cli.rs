@@ -82,6 +82,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65_536, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub watch_cache_capacity: u64,
 
+    /// Most bytes of events each resource's ring keeps (its newest 100 events stay whatever
+    /// their size); a size such as 256Mi, 1G or plain bytes.
+    #[arg(long, default_value = "256Mi", value_name = "SIZE", value_parser = parse_size)]
+    pub watch_cache_max_bytes: u64,
+
+    /// Most bytes of events all rings keep together: past it, each ring that takes an event
+    /// drops its own oldest first. 0: no cap beyond each ring's own.
+    #[arg(long, default_value = "2Gi", value_name = "SIZE", value_parser = parse_size)]
+    pub watch_cache_total_max_bytes: u64,
+
     /// Most requests served at once, watches excepted; beyond it requests get 429 Too Many
     /// Requests with Retry-After. 0: no limit.
     #[arg(long, default_value_t = 400, value_name = "N")]
@@ -141,6 +151,27 @@ pub enum StorageMediaType {
     Protobuf,
 }
 
+/// A size: plain bytes, or with a suffix as Kubernetes quantities take them (`Ki`, `Mi`, `Gi`,
+/// `Ti` for powers of 1,024; `k`, `M`, `G`, `T` for powers of 1,000).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("not a size: {text:?} (e.g. 256Mi)"))?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(format!("not a size: {text:?} (units: Ki, Mi, Gi, Ti, k, M, G, T)")),
+    };
+    number.checked_mul(unit).ok_or_else(|| format!("size too large: {text:?}"))
+}
+
 /// A duration: plain seconds (`1800`, as kube-apiserver's flags take them) or with a unit
 /// (`30m`, `5ms`).
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -154,5 +185,22 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         Duration::ZERO => Err("must be more than zero".into()),
         duration => Ok(duration),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_kubernetes_quantities_of_bytes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_size("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in ["", "Mi", "1.5Gi", "-1", "3X", "99999999999Ti"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -69,6 +69,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let capacity = args.watch_cache_capacity as usize;
     cache_config.ring.max_events = capacity;
     cache_config.ring.min_events = cache_config.ring.min_events.min(capacity);
+    cache_config.ring.max_bytes = usize::try_from(args.watch_cache_max_bytes).unwrap_or(usize::MAX);
+    if args.watch_cache_total_max_bytes > 0 {
+        let limit = usize::try_from(args.watch_cache_total_max_bytes).unwrap_or(usize::MAX);
+        cache_config.ring.budget = Some(Arc::new(crate::cacher::ring::ByteBudget::new(limit)));
+    }
     let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
     api::crd::spawn_sync(Arc::clone(&registry));
