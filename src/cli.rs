@@ -87,6 +87,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "256Mi", value_name = "SIZE", value_parser = parse_size)]
     pub watch_cache_max_bytes: u64,
 
+    /// How long a paginated list can go on from the cache after its latest page (the cache
+    /// keeps the snapshot it pages through for this long); later, its continue token is read
+    /// from storage's history, or is 410 Gone once that is compacted. Kube's window is 75s.
+    #[arg(long, default_value = "75s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub paginated_list_retention: Duration,
+
     /// Most bytes of events all rings keep together: past it, each ring that takes an event
     /// drops its own oldest first. 0: no cap beyond each ring's own.
     #[arg(long, default_value = "2Gi", value_name = "SIZE", value_parser = parse_size)]

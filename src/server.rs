@@ -69,6 +69,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let capacity = args.watch_cache_capacity as usize;
     cache_config.ring.max_events = capacity;
     cache_config.ring.min_events = cache_config.ring.min_events.min(capacity);
+    cache_config.store.retain_for = args.paginated_list_retention;
     cache_config.ring.max_bytes = usize::try_from(args.watch_cache_max_bytes).unwrap_or(usize::MAX);
     if args.watch_cache_total_max_bytes > 0 {
         let limit = usize::try_from(args.watch_cache_total_max_bytes).unwrap_or(usize::MAX);

@@ -530,20 +530,41 @@ async fn custom_resource_definitions_serve_new_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_continue_token_is_410_gone() {
-    // Little storage history, so that once the cache no longer retains the list's snapshot,
-    // storage cannot serve its revision either.
-    let server = ServerProcess::start(&["--in-memory", "--history-revisions", "10"]);
+    // Little storage history, so that once the cache no longer keeps the list's snapshot,
+    // storage cannot serve its revision either; and a short retention.
+    let server = ServerProcess::start(&[
+        "--in-memory",
+        "--history-revisions",
+        "10",
+        "--paginated-list-retention",
+        "1s",
+    ]);
     let http = Http::new(&server.address, false);
     for i in 0..3 {
         assert_eq!(http.send_json("POST", CM, &configmap(&format!("c{i}"), json!({}))).await.status, 201);
     }
+    let patch = |i: usize| format!(r#"{{"data":{{"n":"{i}"}}}}"#);
     let first = http.get(&format!("{CM}?limit=1")).await.json();
     let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
-    // More writes than the cache retains snapshots for (1,024).
-    for i in 0..1100 {
-        let patch = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
+    // Within the retention, many writes later, the list goes on from the cache at its revision
+    // (storage keeps only 10 revisions: it could not have served it).
+    for i in 0..200 {
         let reply = http
-            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch.as_bytes())
+            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch(i).as_bytes())
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let second = http.get(&format!("{CM}?limit=1&continue={token}")).await;
+    assert_eq!(second.status, 200, "{}", String::from_utf8_lossy(&second.body));
+    let second = second.json();
+    assert_eq!(second["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+    assert_eq!(second["items"][0]["metadata"]["name"], "c1");
+    let token = second["metadata"]["continue"].as_str().unwrap().to_owned();
+    // Past the retention (the cache checks ages about once a second, on writes and ticks).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for i in 0..5 {
+        let reply = http
+            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch(i).as_bytes())
             .await;
         assert_eq!(reply.status, 200);
     }

@@ -27,6 +27,7 @@ fn help_documents_every_flag() {
         "--history-revisions",
         "--watch-cache-capacity",
         "--watch-cache-max-bytes",
+        "--paginated-list-retention",
         "--watch-cache-total-max-bytes",
         "--max-requests-inflight",
         "--max-mutating-requests-inflight",
