@@ -110,7 +110,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl F
         let state = Arc::clone(&state);
         let service = service_fn(move |request| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            // Boxed: hyper keeps a connection's in-flight request future in an allocation of
+            // that future's size for the connection's life, so an idle watch connection would
+            // hold the whole request path's state machine (~5 KB) after its request completed.
+            async move { Ok::<_, Infallible>(Box::pin(handle(&state, request)).await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
