@@ -31,6 +31,14 @@ fn help_documents_every_flag() {
         "--watch-delivery-linger",
         "--log-level",
         "--log-format",
+        "--tls-cert-file",
+        "--tls-private-key-file",
+        "--tls-self-signed",
+        "--token-auth-file",
+        "--client-ca-file",
+        "--anonymous-auth",
+        "--write-kubeconfig",
+        "--insecure-allow-remote",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
