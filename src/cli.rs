@@ -117,6 +117,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub client_ca_file: Option<PathBuf>,
 
+    /// Verify ServiceAccount tokens with the public keys (RSA or EC PEM) of this file.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Option<PathBuf>,
+
+    /// Sign the ServiceAccount tokens of the serviceaccounts/token subresource with this
+    /// private key (RSA or EC PEM). Needs --service-account-key-file.
+    #[arg(long, value_name = "FILE", requires = "service_account_key_file")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+
+    /// The issuer (iss) of ServiceAccount tokens.
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local", value_name = "URL")]
+    pub service_account_issuer: String,
+
+    /// The audiences ServiceAccount tokens are accepted for (comma-separated; default: the
+    /// issuer).
+    #[arg(long, value_delimiter = ',', value_name = "AUDIENCES")]
+    pub api_audiences: Vec<String>,
+
     /// Whether requests without credentials are let through as system:anonymous (only to
     /// /healthz, /livez, /readyz and /version once authentication is configured).
     #[arg(long, default_value_t = true, value_name = "BOOL", action = clap::ArgAction::Set)]

@@ -181,6 +181,14 @@ impl Security {
         if args.client_ca_file.is_some() {
             authenticator.enable_client_certificates();
         }
+        if let Some(key_file) = &args.service_account_key_file {
+            authenticator.set_service_accounts(crate::auth::authn::ServiceAccountTokens::new(
+                args.service_account_issuer.clone(),
+                args.api_audiences.clone(),
+                key_file,
+                args.service_account_signing_key_file.as_deref(),
+            )?);
+        }
         let authenticated = authenticator.is_configured() || args.write_kubeconfig.is_some();
         let secured = tls.is_some() && authenticated;
         if !(args.listen.ip().is_loopback() || secured || args.insecure_allow_remote) {

@@ -527,3 +527,91 @@ fn kubectl_works_with_the_written_kubeconfig_alone() {
         .unwrap();
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_from_token_request_authenticate_and_tampered_or_expired_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\n").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let public_file = dir.path().join("sa.pub");
+    let private_file = dir.path().join("sa.key");
+    std::fs::write(&public_file, key.public_key_pem()).unwrap();
+    std::fs::write(&private_file, key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("service-account-key-file", &public_file),
+            &path_arg("service-account-signing-key-file", &private_file),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let call =
+        |method: &'static str, path: &'static str, token: Option<String>, body: Option<&'static str>| {
+            let config = client_config(&ca, None, b"h2");
+            let address = server.address.clone();
+            async move { request(&address, config, method, path, token.as_deref(), body).await.unwrap() }
+        };
+    let admin = Some("admin-token".to_owned());
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/robot/token";
+    let token_request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#;
+    // No such service account: 404.
+    let (status, body, _) = call("POST", token_path, admin.clone(), Some(token_request)).await;
+    assert_eq!(status, 404, "{body}");
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let (status, body, _) =
+        call("POST", "/api/v1/namespaces/default/serviceaccounts", admin.clone(), Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = call("POST", token_path, admin.clone(), Some(token_request)).await;
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(issued["kind"], "TokenRequest");
+    assert!(
+        issued["status"]["expirationTimestamp"].as_str().is_some_and(|time| time.ends_with('Z')),
+        "{body}"
+    );
+    let token = issued["status"]["token"].as_str().unwrap().to_owned();
+    // The claims are kube-apiserver's.
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+            .unwrap();
+    assert_eq!(claims["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+    assert_eq!(claims["kubernetes.io"]["namespace"], "default");
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["name"], "robot");
+    let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(token.clone()), None).await;
+    assert_eq!(status, 200, "{body}");
+    // Tampered: another payload under the same signature.
+    let mut forged = claims.clone();
+    forged["sub"] = "system:serviceaccount:kube-system:admin".into();
+    forged["kubernetes.io"]["namespace"] = "kube-system".into();
+    let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(tampered), None).await;
+    assert_eq!(status, 401, "{body}");
+    // Expired, though signed with the right key; and a token of another issuer.
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut expired = claims.clone();
+    expired["exp"] = (now - 3600).into();
+    expired["nbf"] = (now - 7200).into();
+    expired["iat"] = (now - 7200).into();
+    let mut foreign = claims.clone();
+    foreign["iss"] = "https://elsewhere.example".into();
+    for claims in [expired, foreign] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &signing,
+        )
+        .unwrap();
+        let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(token), None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+}

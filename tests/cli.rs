@@ -39,6 +39,10 @@ fn help_documents_every_flag() {
         "--anonymous-auth",
         "--write-kubeconfig",
         "--insecure-allow-remote",
+        "--service-account-key-file",
+        "--service-account-signing-key-file",
+        "--service-account-issuer",
+        "--api-audiences",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }

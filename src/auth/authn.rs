@@ -26,6 +26,16 @@ pub enum Outcome {
 /// Why the authenticators could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {
+    /// A ServiceAccount key file.
+    #[error("{flag} {path}: {reason}")]
+    ServiceAccountKey {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong (never the key).
+        reason: String,
+    },
     /// The static token file.
     #[error("--token-auth-file {path}: {reason}")]
     TokenFile {
@@ -37,10 +47,11 @@ pub enum AuthnError {
 }
 
 /// The authenticators of a server.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Authenticator {
     tokens: HashMap<String, Arc<UserInfo>>,
     client_certificates: bool,
+    service_accounts: Option<ServiceAccountTokens>,
     /// Whether requests without credentials go on as `system:anonymous`.
     pub anonymous: bool,
 }
@@ -52,7 +63,30 @@ fn with_authenticated(mut user: UserInfo) -> UserInfo {
     user
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and keys are not shown.
+        formatter
+            .debug_struct("Authenticator")
+            .field("tokens", &self.tokens.len())
+            .field("client_certificates", &self.client_certificates)
+            .field("service_accounts", &self.service_accounts.is_some())
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
 impl Authenticator {
+    /// ServiceAccount tokens are verified (and, with a signing key, issued) by `tokens`.
+    pub fn set_service_accounts(&mut self, tokens: ServiceAccountTokens) {
+        self.service_accounts = Some(tokens);
+    }
+
+    /// The ServiceAccount token issuer, when configured.
+    pub fn service_accounts(&self) -> Option<&ServiceAccountTokens> {
+        self.service_accounts.as_ref()
+    }
+
     /// No authenticator yet; anonymous requests allowed or not.
     pub fn new(anonymous: bool) -> Authenticator {
         Authenticator { anonymous, ..Authenticator::default() }
@@ -61,7 +95,7 @@ impl Authenticator {
     /// Whether any authenticator is configured. Without one, every request is the loopback
     /// admin's.
     pub fn is_configured(&self) -> bool {
-        !self.tokens.is_empty() || self.client_certificates
+        !self.tokens.is_empty() || self.client_certificates || self.service_accounts.is_some()
     }
 
     /// Client certificates (verified by TLS against `--client-ca-file`) authenticate.
@@ -118,8 +152,11 @@ impl Authenticator {
             let Some(token) = value.to_str().ok().and_then(bearer_token) else {
                 return Outcome::Refused;
             };
-            return match self.tokens.get(token) {
-                Some(user) => Outcome::User(Arc::clone(user)),
+            if let Some(user) = self.tokens.get(token) {
+                return Outcome::User(Arc::clone(user));
+            }
+            return match self.service_accounts.as_ref().and_then(|accounts| accounts.verify(token)) {
+                Some(user) => Outcome::User(Arc::new(with_authenticated(user))),
                 None => Outcome::Refused,
             };
         }
@@ -131,6 +168,193 @@ impl Authenticator {
         }
         Outcome::Anonymous
     }
+}
+
+/// The issuer named by `--service-account-issuer` when it is not given.
+pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// ServiceAccount tokens: JWTs as kube-apiserver issues them, verified with the public keys of
+/// `--service-account-key-file` and signed with `--service-account-signing-key-file`.
+pub struct ServiceAccountTokens {
+    issuer: String,
+    audiences: Vec<String>,
+    verifying: Vec<(jsonwebtoken::DecodingKey, jsonwebtoken::Algorithm)>,
+    signing: Option<(jsonwebtoken::EncodingKey, jsonwebtoken::Algorithm)>,
+}
+
+/// The private claims of a ServiceAccount token.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KubernetesClaims {
+    namespace: String,
+    serviceaccount: NamedUid,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NamedUid {
+    name: String,
+    uid: String,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: Vec<String>,
+    exp: u64,
+    iat: u64,
+    nbf: u64,
+    jti: String,
+    #[serde(rename = "kubernetes.io")]
+    kubernetes: KubernetesClaims,
+}
+
+/// An issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// When it expires, in seconds since the epoch.
+    pub expires: u64,
+}
+
+impl ServiceAccountTokens {
+    /// Reads the keys: every PEM block of `key_file` (RSA or EC public keys) verifies;
+    /// `signing_key_file` (an RSA or EC private key) signs.
+    pub fn new(
+        issuer: String,
+        audiences: Vec<String>,
+        key_file: &Path,
+        signing_key_file: Option<&Path>,
+    ) -> Result<ServiceAccountTokens, AuthnError> {
+        let error = |flag: &'static str, path: &Path, reason: &str| AuthnError::ServiceAccountKey {
+            flag,
+            path: path.display().to_string(),
+            reason: reason.to_owned(),
+        };
+        let flag = "--service-account-key-file";
+        let text = std::fs::read_to_string(key_file).map_err(|io| error(flag, key_file, &io.to_string()))?;
+        let mut verifying = Vec::new();
+        for block in pem_blocks(&text) {
+            if let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(block.as_bytes()) {
+                verifying.push((key, jsonwebtoken::Algorithm::RS256));
+            } else if let Ok(key) = jsonwebtoken::DecodingKey::from_ec_pem(block.as_bytes()) {
+                verifying.push((key, jsonwebtoken::Algorithm::ES256));
+            }
+        }
+        if verifying.is_empty() {
+            return Err(error(flag, key_file, "no RSA or EC public key in the file"));
+        }
+        let signing = match signing_key_file {
+            None => None,
+            Some(path) => {
+                let flag = "--service-account-signing-key-file";
+                let pem = std::fs::read(path).map_err(|io| error(flag, path, &io.to_string()))?;
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+                    .map(|key| (key, jsonwebtoken::Algorithm::RS256))
+                    .or_else(|_| {
+                        jsonwebtoken::EncodingKey::from_ec_pem(&pem)
+                            .map(|key| (key, jsonwebtoken::Algorithm::ES256))
+                    })
+                    .map_err(|_| error(flag, path, "no RSA or EC private key in the file"))?;
+                Some(key)
+            }
+        };
+        let audiences = if audiences.is_empty() { vec![issuer.clone()] } else { audiences };
+        Ok(ServiceAccountTokens { issuer, audiences, verifying, signing })
+    }
+
+    /// The audiences tokens are for when a TokenRequest names none.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// Whether tokens can be issued (a signing key is configured).
+    pub fn can_issue(&self) -> bool {
+        self.signing.is_some()
+    }
+
+    /// Signs a token for the service account `namespace/name` (uid `uid`) for `audiences`,
+    /// valid `seconds` from now.
+    pub fn issue(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        audiences: Vec<String>,
+        seconds: u64,
+    ) -> Option<IssuedToken> {
+        let (key, algorithm) = self.signing.as_ref()?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: format!("system:serviceaccount:{namespace}:{name}"),
+            aud: audiences,
+            exp: now + seconds,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            kubernetes: KubernetesClaims {
+                namespace: namespace.to_owned(),
+                serviceaccount: NamedUid { name: name.to_owned(), uid: uid.to_owned() },
+            },
+        };
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(*algorithm), &claims, key).ok()?;
+        Some(IssuedToken { token, expires: now + seconds })
+    }
+
+    /// The user of a valid token: signature by one of the keys, the issuer, one of the
+    /// audiences, not expired and not before its time.
+    pub fn verify(&self, token: &str) -> Option<UserInfo> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        for (key, algorithm) in &self.verifying {
+            if *algorithm != header.alg {
+                continue;
+            }
+            let mut validation = jsonwebtoken::Validation::new(*algorithm);
+            validation.set_issuer(&[&self.issuer]);
+            validation.set_audience(&self.audiences);
+            validation.validate_nbf = true;
+            validation.leeway = 0;
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, &validation) else { continue };
+            let claims = data.claims;
+            let namespace = &claims.kubernetes.namespace;
+            let account = &claims.kubernetes.serviceaccount;
+            let name = format!("system:serviceaccount:{namespace}:{}", account.name);
+            if claims.sub != name || namespace.is_empty() || account.name.is_empty() {
+                return None;
+            }
+            return Some(UserInfo {
+                name,
+                uid: account.uid.clone(),
+                groups: vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{namespace}"),
+                ],
+                extra: BTreeMap::new(),
+            });
+        }
+        None
+    }
+}
+
+/// The PEM blocks of a file, each with its BEGIN and END lines.
+fn pem_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN ") {
+            current = Some(String::new());
+        }
+        if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+        if line.starts_with("-----END ") {
+            blocks.extend(current.take());
+        }
+    }
+    blocks
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
