@@ -615,3 +615,34 @@ async fn service_account_tokens_from_token_request_authenticate_and_tampered_or_
         assert_eq!(status, 401, "{body}");
     }
 }
+
+#[test]
+fn the_python_client_loads_the_written_kubeconfig() {
+    let available = Command::new("python3").args(["-c", "import kubernetes"]).output();
+    match available {
+        Ok(output) if output.status.success() => {}
+        _ => panic!(
+            "the Python kubernetes client is missing: pip install -r e2e/python/requirements.txt \
+             (scripts/install-deps.sh does it)"
+        ),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let script = "import sys\n\
+                  from kubernetes import client, config\n\
+                  config.load_kube_config(config_file=sys.argv[1])\n\
+                  names = [ns.metadata.name for ns in client.CoreV1Api().list_namespace().items]\n\
+                  print(' '.join(sorted(names)))\n";
+    let output = Command::new("python3")
+        .args(["-c", script, kubeconfig.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kube-system") && stdout.contains("default"), "{stdout}");
+}
