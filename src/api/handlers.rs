@@ -347,10 +347,13 @@ async fn token_request(
     state: &ApiState,
     target: &Target,
     query: &Query,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let name = target.name.as_deref().expect("an item path");
     let namespace = target.namespace.as_deref().unwrap_or("");
+    // TokenRequest is a built-in type: JSON or protobuf, as kubectl sends it.
+    let wire = negotiate::response_wire(headers, true)?;
     let issuer =
         state.authenticator.service_accounts().filter(|issuer| issuer.can_issue()).ok_or_else(|| {
             ApiError::not_found(Subject {
@@ -370,15 +373,8 @@ async fn token_request(
     let account: Value = serde_json::from_slice(&account.json)
         .map_err(|error| ApiError::internal(format!("the cached service account is not JSON: {error}")))?;
     let uid = account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_owned();
-    let mut request: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|error| ApiError::bad_request(format!("invalid TokenRequest: {error}")))?
-    };
-    if !request.is_object() {
-        return Err(ApiError::bad_request("invalid TokenRequest: not an object"));
-    }
+    let mut request: Value =
+        if body.is_empty() { json!({}) } else { decode_in(negotiate::request_wire(headers, true)?, body)? };
     let seconds = match request.pointer("/spec/expirationSeconds") {
         None | Some(Value::Null) => 3600,
         Some(value) => match value.as_u64() {
@@ -418,10 +414,7 @@ async fn token_request(
         "token": issued.token,
         "expirationTimestamp": humantime::format_rfc3339_seconds(expires).to_string(),
     });
-    Ok(json_response(
-        StatusCode::CREATED,
-        Bytes::from(serde_json::to_vec(&request).expect("JSON value encodes")),
-    ))
+    Ok(object_response(wire, StatusCode::CREATED, &request))
 }
 
 /// The cache filter for a list or watch request.
@@ -1142,7 +1135,7 @@ pub async fn dispatch(
     let status = target.subresource.is_some();
     if target.subresource.as_deref() == Some("token") {
         return match method {
-            &Method::POST => token_request(state, target, query, body).await,
+            &Method::POST => token_request(state, target, query, headers, body).await,
             method => Err(ApiError::method_not_allowed(method)),
         };
     }

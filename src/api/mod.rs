@@ -270,7 +270,8 @@ fn authenticate(
     if !authenticator.is_configured() {
         return Ok(Arc::new(crate::auth::UserInfo::loopback_admin()));
     }
-    match authenticator.authenticate(request.headers(), connection.client_certificate.as_deref()) {
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|value| value.to_str().ok());
+    match authenticator.authenticate(authorization, connection.client_certificate.as_deref()) {
         Outcome::User(user) => Ok(user),
         Outcome::Anonymous if authenticator.anonymous && ANONYMOUS_PATHS.contains(&request.uri().path()) => {
             Ok(Arc::new(crate::auth::UserInfo::anonymous()))

@@ -145,11 +145,15 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Authenticates a request from its `Authorization` header and the connection's verified
-    /// client certificate chain (leaf first), if any.
-    pub fn authenticate(&self, headers: &http::HeaderMap, client_certificate: Option<&[u8]>) -> Outcome {
-        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let Some(token) = value.to_str().ok().and_then(bearer_token) else {
+    /// Authenticates a request from its `Authorization` header (`Some(None)`: present but not
+    /// text) and the connection's verified client certificate (DER), if any.
+    pub fn authenticate(
+        &self,
+        authorization: Option<Option<&str>>,
+        client_certificate: Option<&[u8]>,
+    ) -> Outcome {
+        if let Some(value) = authorization {
+            let Some(token) = value.and_then(bearer_token) else {
                 return Outcome::Refused;
             };
             if let Some(user) = self.tokens.get(token) {
@@ -410,14 +414,14 @@ mod tests {
         std::fs::write(&path, "# comment\nt1,alice,u1,\"dev,ops\"\nt2,bob,u2\n").unwrap();
         let mut authenticator = Authenticator::new(true);
         authenticator.load_token_file(&path).unwrap();
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, "Bearer t1".parse().unwrap());
-        let Outcome::User(alice) = authenticator.authenticate(&headers, None) else { panic!() };
+        let Outcome::User(alice) = authenticator.authenticate(Some(Some("Bearer t1")), None) else {
+            panic!()
+        };
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.groups, ["dev", "ops", AUTHENTICATED_GROUP]);
-        headers.insert(http::header::AUTHORIZATION, "Bearer nope".parse().unwrap());
-        assert_eq!(authenticator.authenticate(&headers, None), Outcome::Refused);
-        assert_eq!(authenticator.authenticate(&http::HeaderMap::new(), None), Outcome::Anonymous);
+        assert_eq!(authenticator.authenticate(Some(Some("Bearer nope")), None), Outcome::Refused);
+        assert_eq!(authenticator.authenticate(Some(Some("Basic dTpw")), None), Outcome::Refused);
+        assert_eq!(authenticator.authenticate(None, None), Outcome::Anonymous);
         std::fs::write(&path, "secret-token-value\n").unwrap();
         let error = Authenticator::new(true).load_token_file(&path).unwrap_err().to_string();
         assert!(error.contains("line 1") && !error.contains("secret-token-value"), "{error}");
