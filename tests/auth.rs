@@ -496,8 +496,19 @@ fn kubectl_binary() -> PathBuf {
 fn kubectl_works_with_the_written_kubeconfig_alone() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("admin.kubeconfig");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let public_file = dir.path().join("sa.pub");
+    let private_file = dir.path().join("sa.key");
+    std::fs::write(&public_file, key.public_key_pem()).unwrap();
+    std::fs::write(&private_file, key.serialize_pem()).unwrap();
     let server = Server::start(
-        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("write-kubeconfig", &kubeconfig),
+            &path_arg("service-account-key-file", &public_file),
+            &path_arg("service-account-signing-key-file", &private_file),
+        ],
         3,
     );
     assert!(server.lines[3].contains("admin.kubeconfig"), "{:?}", server.lines);
@@ -526,6 +537,37 @@ fn kubectl_works_with_the_written_kubeconfig_alone() {
         ))
         .unwrap();
     assert_eq!(status, 401);
+    // kubectl create token: a TokenRequest whose token the server accepts.
+    let kubectl = |args: &[&str]| {
+        let output = Command::new(kubectl_binary())
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    kubectl(&["create", "serviceaccount", "robot"]);
+    let token = kubectl(&["create", "token", "robot", "--duration=20m"]);
+    let (status, body, _) = runtime
+        .block_on(request(
+            &server.address,
+            client_config(&ca, None, b"h2"),
+            "GET",
+            "/api/v1/namespaces/default/serviceaccounts",
+            Some(token.trim()),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("robot"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
