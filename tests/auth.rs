@@ -348,10 +348,15 @@ async fn client_certificates_of_the_client_ca_authenticate_and_others_are_refuse
             .await
             .unwrap();
     assert_eq!(status, 401);
-    // A bearer token that is wrong is refused, whatever the certificate.
+    // As in kube-apiserver, a good certificate authenticates before the bearer token is looked at.
     let config = client_config(&ca, Some(identity(&cert, &key)), b"h2");
     let (status, _, _) =
         request(&server.address, config, "GET", "/api/v1/pods", Some("wrong"), None).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        request(&server.address, client_config(&ca, None, b"h2"), "GET", "/api/v1/pods", Some("wrong"), None)
+            .await
+            .unwrap();
     assert_eq!(status, 401);
     // A certificate of another CA does not get through.
     let stranger = test_ca("stranger");

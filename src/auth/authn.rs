@@ -1,5 +1,6 @@
 //! Authentication, as kube-apiserver's: who a request is from, from a verified client
-//! certificate (CN the user, O the groups), or a bearer token of the static token file.
+//! certificate (CN the user, O the groups), or else a bearer token (the static token file, or a
+//! ServiceAccount JWT).
 //! A request with no credentials is anonymous (when `--anonymous-auth`); a request with bad
 //! credentials is refused (401). Tokens never appear in logs or errors.
 
@@ -152,6 +153,12 @@ impl Authenticator {
         authorization: Option<Option<&str>>,
         client_certificate: Option<&[u8]>,
     ) -> Outcome {
+        // As kube-apiserver's union of authenticators: a verified client certificate first,
+        // then the bearer token.
+        let certificate = client_certificate.filter(|_| self.client_certificates);
+        if let Some(user) = certificate.and_then(user_of_certificate) {
+            return Outcome::User(Arc::new(with_authenticated(user)));
+        }
         if let Some(value) = authorization {
             let Some(token) = value.and_then(bearer_token) else {
                 return Outcome::Refused;
@@ -164,11 +171,9 @@ impl Authenticator {
                 None => Outcome::Refused,
             };
         }
-        if let (true, Some(der)) = (self.client_certificates, client_certificate) {
-            return match user_of_certificate(der) {
-                Some(user) => Outcome::User(Arc::new(with_authenticated(user))),
-                None => Outcome::Refused,
-            };
+        if certificate.is_some() {
+            // Verified, but without a user name.
+            return Outcome::Refused;
         }
         Outcome::Anonymous
     }
@@ -425,5 +430,25 @@ mod tests {
         std::fs::write(&path, "secret-token-value\n").unwrap();
         let error = Authenticator::new(true).load_token_file(&path).unwrap_err().to_string();
         assert!(error.contains("line 1") && !error.contains("secret-token-value"), "{error}");
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_user_by_cn_and_groups_by_o() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let mut authenticator = Authenticator::new(true);
+        authenticator.enable_client_certificates();
+        let Outcome::User(alice) = authenticator.authenticate(Some(Some("Bearer wrong")), Some(&der)) else {
+            panic!()
+        };
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.groups, ["dev", AUTHENTICATED_GROUP]);
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
+        let nameless = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(authenticator.authenticate(None, Some(&nameless)), Outcome::Refused);
     }
 }
