@@ -447,6 +447,7 @@ mod tests {
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.groups, ["dev", AUTHENTICATED_GROUP]);
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::OrganizationName, "dev");
         let nameless = params.self_signed(&key).unwrap().der().to_vec();
         assert_eq!(authenticator.authenticate(None, Some(&nameless)), Outcome::Refused);
