@@ -140,8 +140,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = true, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
 
-    /// Write a kubeconfig to this file (mode 0600) with the server's URL, its CA under TLS, and
-    /// an admin token (system:admin in system:masters) made at start.
+    /// Write a kubeconfig to this file (mode 0600) with the server's URL and, under TLS, its CA
+    /// and an admin token (system:admin in system:masters) made at start.
     #[arg(long, value_name = "FILE")]
     pub write_kubeconfig: Option<PathBuf>,
 

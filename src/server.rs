@@ -189,6 +189,7 @@ impl Security {
                 args.service_account_signing_key_file.as_deref(),
             )?);
         }
+        // Under TLS, --write-kubeconfig configures a token.
         let authenticated = authenticator.is_configured() || args.write_kubeconfig.is_some();
         let secured = tls.is_some() && authenticated;
         if !(args.listen.ip().is_loopback() || secured || args.insecure_allow_remote) {
@@ -219,15 +220,22 @@ fn write_kubeconfig(
     authenticator: &mut crate::auth::authn::Authenticator,
 ) -> Result<(), ServeError> {
     use base64::Engine;
-    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    authenticator.add_token(
-        token.clone(),
-        crate::auth::UserInfo {
-            name: "system:admin".into(),
-            groups: vec![crate::auth::MASTERS_GROUP.into()],
-            ..crate::auth::UserInfo::default()
-        },
-    );
+    // kubectl sends no bearer token over plain HTTP: without TLS the kubeconfig has no
+    // credential, and the server stays as it is without one (the loopback admin's, unless
+    // other authenticators are configured).
+    let mut user = serde_json::json!({});
+    if tls.is_some() {
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        authenticator.add_token(
+            token.clone(),
+            crate::auth::UserInfo {
+                name: "system:admin".into(),
+                groups: vec![crate::auth::MASTERS_GROUP.into()],
+                ..crate::auth::UserInfo::default()
+            },
+        );
+        user["token"] = token.into();
+    }
     let host = match address.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
@@ -244,7 +252,7 @@ fn write_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "watchcache", "cluster": cluster}],
-        "users": [{"name": "watchcache-admin", "user": {"token": token}}],
+        "users": [{"name": "watchcache-admin", "user": user}],
         "contexts": [{"name": "watchcache", "context": {"cluster": "watchcache", "user": "watchcache-admin", "namespace": "default"}}],
         "current-context": "watchcache",
         "preferences": {},

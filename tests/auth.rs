@@ -693,3 +693,32 @@ fn the_python_client_loads_the_written_kubeconfig() {
     assert!(output.status.success(), "python: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("kube-system") && stdout.contains("default"), "{stdout}");
 }
+
+#[test]
+fn over_plain_http_the_written_kubeconfig_works_without_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("plain.kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--listen=127.0.0.1:0", "--in-memory", &path_arg("write-kubeconfig", &kubeconfig)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watchcache listening on http://"), "{line}");
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(written["users"][0]["user"], serde_json::json!({}));
+    let output = Command::new(kubectl_binary())
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "ns"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "kubectl get ns: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kube-system"), "{stdout}");
+}
