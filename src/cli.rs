@@ -130,6 +130,62 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    // --- Security: TLS and authentication ---
+    /// Serve HTTPS with this PEM certificate (chain); re-read when the file changes. Needs
+    /// --tls-private-key-file.
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file", conflicts_with = "tls_self_signed")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Serve HTTPS with a CA and a serving certificate (for localhost, 127.0.0.1, ::1 and the
+    /// listen host) made under --data-dir/tls, or the ones already there.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+
+    /// Static bearer tokens, as kube-apiserver's: a CSV file of token,user,uid,"group1,group2".
+    #[arg(long, value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+
+    /// Authenticate client certificates signed by the CAs of this PEM file (CN the user, O the
+    /// groups). Needs TLS.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Verify ServiceAccount tokens with the public keys (RSA or EC PEM) of this file.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Option<PathBuf>,
+
+    /// Sign the ServiceAccount tokens of the serviceaccounts/token subresource with this
+    /// private key (RSA or EC PEM). Needs --service-account-key-file.
+    #[arg(long, value_name = "FILE", requires = "service_account_key_file")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+
+    /// The issuer (iss) of ServiceAccount tokens.
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local", value_name = "URL")]
+    pub service_account_issuer: String,
+
+    /// The audiences ServiceAccount tokens are accepted for (comma-separated; default: the
+    /// issuer).
+    #[arg(long, value_delimiter = ',', value_name = "AUDIENCES")]
+    pub api_audiences: Vec<String>,
+
+    /// Whether requests without credentials are let through as system:anonymous (only to
+    /// /healthz, /livez, /readyz and /version once authentication is configured).
+    #[arg(long, default_value_t = true, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+
+    /// Write a kubeconfig to this file (mode 0600) with the server's URL and, under TLS, its CA
+    /// and an admin token (system:admin in system:masters) made at start.
+    #[arg(long, value_name = "FILE")]
+    pub write_kubeconfig: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without TLS and authentication.
+    #[arg(long)]
+    pub insecure_allow_remote: bool,
+
     // --- Operations: logging ---
     /// Log line format on standard error: text (colours only when standard error is a
     /// terminal) or json (one JSON object per line, for log shippers).

@@ -37,6 +37,18 @@ fn help_documents_every_flag() {
         "--watch-delivery-linger",
         "--log-level",
         "--log-format",
+        "--tls-cert-file",
+        "--tls-private-key-file",
+        "--tls-self-signed",
+        "--token-auth-file",
+        "--client-ca-file",
+        "--anonymous-auth",
+        "--write-kubeconfig",
+        "--insecure-allow-remote",
+        "--service-account-key-file",
+        "--service-account-signing-key-file",
+        "--service-account-issuer",
+        "--api-audiences",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
