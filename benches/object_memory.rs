@@ -3,16 +3,16 @@
 //! them the way the reflector feeds them (each write decoded once, an event pushed to the ring,
 //! the store updated and a snapshot published per event), for 10,000 and 100,000 objects of about
 //! 1 KiB and 10,000 of about 10 KiB. Counts the snapshot store and the snapshots it retains for
-//! pagination, the ring's events and slot array, the decoded metadata and every byte those
-//! share. Then every object is updated once: the ring then holds each object's previous state as
+//! pagination (none unless paginated lists pin them), the ring's events and slot array, the
+//! decoded metadata and every byte those share. Then every object is updated once: the ring then holds each object's previous state as
 //! well, as kube's watch cache does.
 //!
 //! The counts are the sizes asked of the allocator (its own rounding and caches are not
 //! counted: RSS is the `perf/` figure).
 //!
 //! Run: `cargo bench --bench object_memory`; `OBJECT_MEMORY_SIZES=10000x1024,100000x1024` picks
-//! the sizes (each runs in a process of its own), `OBJECT_MEMORY_SNAPSHOTS=1` keeps one snapshot
-//! instead of the default's.
+//! the sizes (each runs in a process of its own), `OBJECT_MEMORY_PINNED=N` pins N snapshots
+//! spread evenly over the writes, as N paginated lists in progress would (default 0).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -106,11 +106,12 @@ fn config_map(index: usize, size: usize, generation: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn measure(count: usize, size: usize, retained: usize) {
+fn measure(count: usize, size: usize, pinned: usize) {
     let resource = config_maps();
     let before = LIVE.load(Ordering::SeqCst);
     let ring_limits = RingLimits::default();
-    let store_limits = StoreLimits { retained, ..StoreLimits::default() };
+    let store_limits = StoreLimits::default();
+    let pin_every = (2 * count).checked_div(pinned).map_or(usize::MAX, |every| every.max(1));
     let mut store = StoreWriter::new(store_limits, 0);
     let mut ring = RingWriter::new(ring_limits, 0);
     let mut json_bytes = 0;
@@ -131,6 +132,9 @@ fn measure(count: usize, size: usize, retained: usize) {
             let event = Arc::new(CachedEvent::new(ring.next_seq(), kind, Arc::clone(&object), prev));
             store.apply(&key, Some(object), revision);
             store.publish();
+            if revision as usize % pin_every == 0 {
+                store.store().pin(&store.store().current());
+            }
             ring.push(event);
         }
         // Snapshots dropped from the retained set are freed through crossbeam's epochs, later:
@@ -143,7 +147,7 @@ fn measure(count: usize, size: usize, retained: usize) {
         let per_object = held as f64 / count as f64;
         let state = if generation == 0 { "created" } else { "each updated once" };
         println!(
-            "{count} objects of {json_per_object:.0} B JSON, {state}, {} snapshots kept: {per_object:.0} B per object ({:.2}x JSON); ring {} events, ring bytes bound {:.0} B per object",
+            "{count} objects of {json_per_object:.0} B JSON, {state}, {} snapshots pinned: {per_object:.0} B per object ({:.2}x JSON); ring {} events, ring bytes bound {:.0} B per object",
             store.store().retained_count(),
             per_object / json_per_object,
             ring.ring().len(),
@@ -163,12 +167,12 @@ fn main() {
             .collect(),
         Err(_) => vec![(10_000, 1_024), (10_000, 10_240), (100_000, 1_024)],
     };
-    let retained = match std::env::var("OBJECT_MEMORY_SNAPSHOTS") {
+    let pinned = match std::env::var("OBJECT_MEMORY_PINNED") {
         Ok(text) => text.parse().expect("a number of snapshots"),
-        Err(_) => StoreLimits::default().retained,
+        Err(_) => 0,
     };
     if let [(count, size)] = sizes[..] {
-        measure(count, size, retained);
+        measure(count, size, pinned);
         return;
     }
     // One process per size: garbage a run leaves to crossbeam's epochs would otherwise be freed
@@ -177,7 +181,7 @@ fn main() {
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args(std::env::args().skip(1))
             .env("OBJECT_MEMORY_SIZES", format!("{count}x{size}"))
-            .env("OBJECT_MEMORY_SNAPSHOTS", retained.to_string())
+            .env("OBJECT_MEMORY_PINNED", pinned.to_string())
             .status()
             .unwrap();
         assert!(status.success());

@@ -30,6 +30,7 @@ fn limits() -> RingLimits {
         max_events: CAPACITY,
         max_bytes: usize::MAX,
         window: Duration::from_secs(3_600),
+        budget: None,
     }
 }
 

@@ -27,4 +27,5 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod validation;

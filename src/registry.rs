@@ -627,7 +627,8 @@ const SCALE: &[(&str, &str)] = &[
 
 /// The subresources a POST creates, by type: a pod's Binding (kube also serves the legacy
 /// `bindings` collection of a namespace for it) and its Eviction.
-const POST_SUBRESOURCES: &[(&str, &str, &str)] = &[("", "pods", "binding"), ("", "pods", "eviction")];
+const POST_SUBRESOURCES: &[(&str, &str, &str)] =
+    &[("", "pods", "binding"), ("", "pods", "eviction"), ("", "serviceaccounts", "token")];
 
 /// The version a group's built-in types are served at: `v1` but for the groups listed here.
 const VERSIONS: &[(&str, &str)] = &[("autoscaling", "v2")];

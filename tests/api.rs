@@ -596,20 +596,41 @@ async fn custom_resource_definitions_serve_new_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_continue_token_is_410_gone() {
-    // Little storage history, so that once the cache no longer retains the list's snapshot,
-    // storage cannot serve its revision either.
-    let server = ServerProcess::start(&["--in-memory", "--history-revisions", "10"]);
+    // Little storage history, so that once the cache no longer keeps the list's snapshot,
+    // storage cannot serve its revision either; and a short retention.
+    let server = ServerProcess::start(&[
+        "--in-memory",
+        "--history-revisions",
+        "10",
+        "--paginated-list-retention",
+        "1s",
+    ]);
     let http = Http::new(&server.address, false);
     for i in 0..3 {
         assert_eq!(http.send_json("POST", CM, &configmap(&format!("c{i}"), json!({}))).await.status, 201);
     }
+    let patch = |i: usize| format!(r#"{{"data":{{"n":"{i}"}}}}"#);
     let first = http.get(&format!("{CM}?limit=1")).await.json();
     let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
-    // More writes than the cache retains snapshots for (1,024).
-    for i in 0..1100 {
-        let patch = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
+    // Within the retention, many writes later, the list goes on from the cache at its revision
+    // (storage keeps only 10 revisions: it could not have served it).
+    for i in 0..200 {
         let reply = http
-            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch.as_bytes())
+            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch(i).as_bytes())
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let second = http.get(&format!("{CM}?limit=1&continue={token}")).await;
+    assert_eq!(second.status, 200, "{}", String::from_utf8_lossy(&second.body));
+    let second = second.json();
+    assert_eq!(second["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+    assert_eq!(second["items"][0]["metadata"]["name"], "c1");
+    let token = second["metadata"]["continue"].as_str().unwrap().to_owned();
+    // Past the retention (the cache checks ages about once a second, on writes and ticks).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for i in 0..5 {
+        let reply = http
+            .request("PATCH", &format!("{CM}/c0"), "application/merge-patch+json", patch(i).as_bytes())
             .await;
         assert_eq!(reply.status, 200);
     }
@@ -639,6 +660,85 @@ async fn requests_beyond_the_inflight_limit_get_429() {
     assert!(watch.next().await.is_none());
     assert_eq!(slow.await.unwrap(), 504);
     assert_eq!(http.get(CM).await.status, 200, "the permit came back");
+}
+
+/// Mutating requests have their own limit: a create that holds the one permit (its body not yet
+/// sent) makes the next create 429, while reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutating_requests_beyond_their_own_limit_get_429_and_reads_go_on() {
+    use tokio::io::AsyncWriteExt;
+    let server = ServerProcess::start(&["--in-memory", "--max-mutating-requests-inflight", "1"]);
+    let http = Http::new(&server.address, false);
+    // A create whose body never finishes holds the permit while the server waits for it.
+    let mut held = tokio::net::TcpStream::connect(&server.address).await.unwrap();
+    let head = format!(
+        "POST {CM} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        server.address
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = http.send_json("POST", CM, &configmap("second", json!({}))).await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        // The held request may not have reached the server yet; the create went through.
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(
+            http.request("DELETE", &format!("{CM}/second"), "application/json", b"").await.status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("a second create while the first holds the only permit gets 429");
+    assert_status(&refused, 429, "TooManyRequests");
+    assert_eq!(refused.json()["details"]["retryAfterSeconds"], 1);
+    // Reads count against --max-requests-inflight, not the mutating limit.
+    assert_eq!(http.get(CM).await.status, 200);
+    drop(held);
+    let mut created = 0;
+    for _ in 0..100 {
+        match http.send_json("POST", CM, &configmap("third", json!({}))).await.status {
+            201 => {
+                created = 201;
+                break;
+            }
+            429 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 201, "the permit came back once the held request ended");
+}
+
+/// `--max-watches` counts open watches, each until its stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_beyond_the_watch_limit_get_429_until_one_ends() {
+    let server = ServerProcess::start(&["--in-memory", "--max-watches", "1", "--max-requests-inflight", "1"]);
+    let http = Http::new(&server.address, false);
+    let first = http.watch(&format!("{CM}?watch=true&timeoutSeconds=30")).await;
+    let refused = http.get(&format!("{CM}?watch=true&timeoutSeconds=30")).await;
+    assert_status(&refused, 429, "TooManyRequests");
+    // The open watch holds no request permit: a list still goes through the limit of 1.
+    assert_eq!(http.get(CM).await.status, 200);
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..100 {
+        let request = http::Request::builder()
+            .uri(format!("{}{CM}?watch=true&timeoutSeconds=1", http.base))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let response = client.request(request).await.unwrap();
+        if response.status() == 200 {
+            reopened = true;
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reopened, "the permit came back once the first watch ended");
 }
 
 /// The issue's reproduction: a watch from an old resourceVersion whose selector matches only an

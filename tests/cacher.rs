@@ -526,8 +526,10 @@ async fn paginated_lists_read_their_revision_from_retained_snapshots() {
     assert_eq!(cacher.stats().storage_fallbacks, 0, "pages came from the cache");
 }
 
+/// Retention is by time, not by writes: a list paged from the cache keeps its snapshot however
+/// many writes come between pages, with a cap of only two pinned revisions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_continue_is_gone() {
+async fn a_paginated_list_outlives_many_writes_between_its_pages() {
     let storage = memory();
     for i in 0..6 {
         storage
@@ -536,7 +538,7 @@ async fn an_expired_continue_is_gone() {
             .unwrap();
     }
     let config = CacheConfig {
-        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for: Duration::from_secs(60) },
+        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for: Duration::from_secs(75) },
         ..CacheConfig::default()
     };
     let cacher = start(&storage, config).await;
@@ -547,6 +549,50 @@ async fn an_expired_continue_is_gone() {
         version: ReadVersion::Consistent,
     };
     let first = cacher.list(&request(None)).await.unwrap();
+    let mut names: Vec<String> = first.items.iter().map(|o| o.name.to_string()).collect();
+    let mut next = first.continue_after.clone().map(|after| (first.revision, after));
+    let mut round = 0;
+    while let Some(continue_from) = next {
+        // 600 writes (more than the old count bound's share) between pages, to this resource.
+        for i in 0..600 {
+            let name = format!("w{round}-{i}");
+            storage.create(&key("b", &name), pod("b", &name, "n", json!({}))).await.unwrap();
+        }
+        let current = storage.current_revision().await.unwrap();
+        let _ = cacher.get(&key("a", "p0"), ReadVersion::NotOlderThan(current)).await.unwrap();
+        let page = cacher.list(&request(Some(continue_from))).await.unwrap();
+        assert_eq!(page.revision, first.revision);
+        names.extend(page.items.iter().map(|o| o.name.to_string()));
+        next = page.continue_after.clone().map(|after| (page.revision, after));
+        round += 1;
+    }
+    assert_eq!(names, (0..6).map(|i| format!("p{i}")).collect::<Vec<_>>());
+    assert_eq!(cacher.stats().storage_fallbacks, 0, "every page came from the pinned snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_continue_is_gone() {
+    let storage = memory();
+    for i in 0..6 {
+        storage
+            .create(&key("a", &format!("p{i}")), pod("a", &format!("p{i}"), "n", json!({})))
+            .await
+            .unwrap();
+    }
+    let config = CacheConfig {
+        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for: Duration::from_millis(200) },
+        ..CacheConfig::default()
+    };
+    let cacher = start(&storage, config).await;
+    let request = |continue_from| ListRequest {
+        filter: WatchFilter::everything(),
+        limit: Some(2),
+        continue_from,
+        version: ReadVersion::Consistent,
+    };
+    let first = cacher.list(&request(None)).await.unwrap();
+    // Past the retention window (the store checks ages at most once a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     for i in 0..10 {
         storage
             .create(&key("b", &format!("q{i}")), pod("b", &format!("q{i}"), "n", json!({})))

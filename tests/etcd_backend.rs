@@ -160,3 +160,176 @@ async fn a_member_that_loses_its_leader_fails_watches_and_writes_instead_of_stal
     assert!(error.is_retryable(), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2), "the write took {:?}", started.elapsed());
 }
+
+/// Two replicas on one etcd elect one compactor per round on kube-apiserver's
+/// `compact_rev_key`, and the winner compacts to the revision seen a round before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_elect_one_compactor_per_round_on_compact_rev_key() {
+    use watchcache::storage::compactor::{round, CompactorStats, Round};
+    let cluster = EtcdCluster::start(1);
+    let first = cluster.storage("/registry").await;
+    let second = cluster.storage("/registry").await;
+    let (first_stats, second_stats) = (CompactorStats::default(), CompactorStats::default());
+    let compactions = |stats: &CompactorStats| stats.compactions.load(std::sync::atomic::Ordering::Relaxed);
+    let lost = |stats: &CompactorStats| stats.lost_rounds.load(std::sync::atomic::Ordering::Relaxed);
+
+    for index in 0..3 {
+        first.create(&format!("/configmaps/default/a{index}"), Bytes::from_static(b"{}")).await.unwrap();
+    }
+    // Round 1: the first replica claims; the second sees the claim and loses.
+    let a1 = round(&first, Round::default(), &first_stats).await;
+    let b1 = round(&second, Round::default(), &second_stats).await;
+    assert_eq!((a1.seen_version, b1.seen_version), (1, 1));
+    assert_eq!((lost(&first_stats), lost(&second_stats)), (0, 1));
+    let mut raw = etcd_client::Client::connect(cluster.client_urls(), None).await.unwrap();
+    let key = raw.get("compact_rev_key", None).await.unwrap();
+    assert_eq!(key.kvs()[0].value_str().unwrap(), "0", "the first round records no revision to compact to");
+
+    for index in 0..3 {
+        second.create(&format!("/configmaps/default/b{index}"), Bytes::from_static(b"{}")).await.unwrap();
+    }
+    // Round 2: the second replica is first this time and wins; it compacts to the revision it
+    // saw in round 1. The first replica, a round behind on the key's version, loses.
+    let b2 = round(&second, b1, &second_stats).await;
+    let a2 = round(&first, a1, &first_stats).await;
+    assert_eq!((compactions(&first_stats), compactions(&second_stats)), (0, 1));
+    assert_eq!(lost(&first_stats), 1);
+    assert_eq!((a2.seen_version, b2.seen_version), (2, 2));
+    let compacted_to = b1.revision;
+    let before = ListOptions { revision: Some(compacted_to - 1), ..ListOptions::default() };
+    assert!(matches!(first.list("/configmaps/", before).await, Err(StorageError::Compacted { .. })));
+    let at = ListOptions { revision: Some(compacted_to), ..ListOptions::default() };
+    assert_eq!(first.list("/configmaps/", at).await.unwrap().items.len(), 3, "one round of history is kept");
+    let key = raw.get("compact_rev_key", None).await.unwrap();
+    assert_eq!(key.kvs()[0].value_str().unwrap(), compacted_to.to_string());
+}
+
+/// What the proxy recognizes a write by.
+const KEY_MARK: &[u8] = b"generated-x7k2p";
+
+/// A TCP proxy in front of etcd that, once armed, forwards the next request bytes and then cuts
+/// the connection before etcd's answer gets back: a write applied whose answer was lost.
+struct AnswerLosingProxy {
+    url: String,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AnswerLosingProxy {
+    async fn start(target: &str) -> AnswerLosingProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let armed = Arc::new(AtomicBool::new(false));
+        let armed_for_task = Arc::clone(&armed);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let armed = Arc::clone(&armed_for_task);
+                let cut = Arc::new(AtomicBool::new(false));
+                let cut_requests = Arc::clone(&cut);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(read) = client_read.read(&mut buffer).await {
+                        if read == 0 || server_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                        // The write itself: the chunk that carries the key.
+                        let request = buffer[..read].windows(KEY_MARK.len()).any(|window| window == KEY_MARK);
+                        if request && armed.swap(false, Ordering::SeqCst) {
+                            // Keep etcd's side open while it applies and answers: the answer
+                            // is what gets lost, not the request.
+                            cut_requests.store(true, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buffer = vec![0; 64 * 1024];
+                    let mut cut_at = None;
+                    while let Ok(read) =
+                        tokio::time::timeout(Duration::from_millis(100), server_read.read(&mut buffer))
+                            .await
+                            .unwrap_or(Ok(usize::MAX))
+                    {
+                        if read == 0 {
+                            break;
+                        }
+                        // Once the request went through, everything etcd sends (its answer
+                        // included) is dropped for a second; then the client's side closes.
+                        if cut.load(Ordering::SeqCst) {
+                            let since = *cut_at.get_or_insert_with(std::time::Instant::now);
+                            if since.elapsed() > Duration::from_secs(1) {
+                                break;
+                            }
+                            continue;
+                        }
+                        if read == usize::MAX {
+                            continue;
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Both halves to the client go: the connection is reset.
+                });
+            }
+        });
+        AnswerLosingProxy { url, armed }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A create or update applied by etcd whose answer was lost is resent to the next endpoint; the
+/// resend finds its own value and reports success, not AlreadyExists or Conflict (which would
+/// make a client that generated the object's name create a second one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_write_that_was_applied_reports_success() {
+    let cluster = EtcdCluster::start(1);
+    let direct = cluster.client_urls()[0].clone();
+    let proxy = AnswerLosingProxy::start(&direct).await;
+    let options = EtcdOptions { request_timeout: Duration::from_secs(3), ..EtcdOptions::default() };
+    // The proxy first: requests go through it until it fails.
+    let storage = EtcdStorage::connect(&[proxy.url.clone(), direct.clone()], options).await.unwrap();
+    let reader = cluster.storage("/registry").await;
+
+    proxy.arm();
+    let created = storage
+        .create("/configmaps/default/generated-x7k2p", Bytes::from_static(b"{\"uid\":\"1\"}"))
+        .await
+        .expect("the create was applied: a resend must not say AlreadyExists");
+    let stored = reader.get("/configmaps/default/generated-x7k2p").await.unwrap().unwrap();
+    assert_eq!(stored.mod_revision, created.mod_revision);
+    assert_eq!(stored.create_revision, created.create_revision);
+    assert_eq!(reader.count("/configmaps/").await.unwrap(), 1);
+
+    // The same for an update, through the proxy again.
+    let storage =
+        EtcdStorage::connect(&[proxy.url.clone(), direct.clone()], EtcdOptions::default()).await.unwrap();
+    proxy.arm();
+    let updated = storage
+        .update(
+            "/configmaps/default/generated-x7k2p",
+            Bytes::from_static(b"{\"uid\":\"1\",\"v\":2}"),
+            created.mod_revision,
+        )
+        .await
+        .expect("the update was applied: a resend must not say Conflict");
+    let stored = reader.get("/configmaps/default/generated-x7k2p").await.unwrap().unwrap();
+    assert_eq!(stored.mod_revision, updated.mod_revision);
+    assert_eq!(&stored.value[..], b"{\"uid\":\"1\",\"v\":2}");
+
+    // A create of a key that someone else wrote is still AlreadyExists, resent or not.
+    assert!(matches!(
+        storage.create("/configmaps/default/generated-x7k2p", Bytes::from_static(b"{\"uid\":\"2\"}")).await,
+        Err(StorageError::AlreadyExists { .. })
+    ));
+}

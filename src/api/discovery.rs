@@ -86,6 +86,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         for subresource in &ty.post_subresources {
             let (group, version, kind) = match subresource.as_str() {
                 "eviction" => ("policy", "v1", "Eviction"),
+                "token" => ("authentication.k8s.io", "v1", "TokenRequest"),
                 _ => ("", "v1", "Binding"),
             };
             let mut entry = json!({

@@ -478,6 +478,82 @@ pub async fn get(
     cached_response(wire, target.ty(), &object)
 }
 
+/// POST of an authentication.k8s.io/v1 TokenRequest on `serviceaccounts/NAME/token`: a
+/// signed ServiceAccount token for the (existing) service account.
+async fn token_request(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let name = target.name.as_deref().expect("an item path");
+    let namespace = target.namespace.as_deref().unwrap_or("");
+    // TokenRequest is a built-in type: JSON or protobuf, as kubectl sends it.
+    let wire = negotiate::response_wire(headers, true)?;
+    let issuer =
+        state.authenticator.service_accounts().filter(|issuer| issuer.can_issue()).ok_or_else(|| {
+            ApiError::not_found(Subject {
+                group: "",
+                plural: "serviceaccounts/token",
+                kind: "TokenRequest",
+                name,
+            })
+        })?;
+    let account = target
+        .resource
+        .cacher
+        .get(&target.key(name), query.read_version()?)
+        .await
+        .map_err(|error| ApiError::from_cache(error, target.subject(name)))?
+        .ok_or_else(|| ApiError::not_found(target.subject(name)))?;
+    let account: Value = serde_json::from_slice(&account.json)
+        .map_err(|error| ApiError::internal(format!("the cached service account is not JSON: {error}")))?;
+    let uid = account.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut request: Value =
+        if body.is_empty() { json!({}) } else { decode_in(negotiate::request_wire(headers, true)?, body)? };
+    let seconds = match request.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => 3600,
+        Some(value) => match value.as_u64() {
+            Some(seconds) if seconds >= 600 => seconds.min(48 * 3600),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "spec.expirationSeconds: may not specify a duration less than 10 minutes",
+                ))
+            }
+        },
+    };
+    let audiences: Vec<String> = request
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|audiences| audiences.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .filter(|audiences: &Vec<String>| !audiences.is_empty())
+        .unwrap_or_else(|| issuer.audiences().to_vec());
+    let issued = issuer
+        .issue(namespace, name, &uid, audiences.clone(), seconds)
+        .ok_or_else(|| ApiError::internal("the token could not be signed"))?;
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.expires);
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    let metadata = request.as_object_mut().expect("an object").entry("metadata").or_insert_with(|| json!({}));
+    if metadata.is_object() {
+        metadata["name"] = json!(name);
+        metadata["namespace"] = json!(namespace);
+        metadata["creationTimestamp"] =
+            json!(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
+    }
+    let mut spec = json!({"audiences": audiences, "expirationSeconds": seconds});
+    if let Some(bound) = request.pointer("/spec/boundObjectRef").filter(|bound| !bound.is_null()) {
+        spec["boundObjectRef"] = bound.clone();
+    }
+    request["spec"] = spec;
+    request["status"] = json!({
+        "token": issued.token,
+        "expirationTimestamp": humantime::format_rfc3339_seconds(expires).to_string(),
+    });
+    Ok(object_response(wire, StatusCode::CREATED, &request))
+}
+
 /// The cache filter for a list or watch request.
 pub fn watch_filter(target: &Target, query: &Query) -> Result<WatchFilter, ApiError> {
     let labels = LabelSelector::parse(&query.label_selector)
@@ -1507,6 +1583,12 @@ pub async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let item = target.name.is_some();
     let status = target.subresource.is_some();
+    if target.subresource.as_deref() == Some("token") {
+        return match method {
+            &Method::POST => token_request(state, target, query, headers, body).await,
+            method => Err(ApiError::method_not_allowed(method)),
+        };
+    }
     let wire = negotiate::response_wire(headers, target.ty().protobuf())?;
     if let Some(subresource) = target.subresource.as_deref() {
         if target.ty().post_subresources.iter().any(|served| served == subresource) {

@@ -51,6 +51,11 @@ impl Metrics {
         Metrics { registry: metrics, requests, latency, storage_revision }
     }
 
+    /// Exposes what the storage compactor has done.
+    pub fn register_compactor(&mut self, stats: Arc<crate::storage::compactor::CompactorStats>) {
+        self.registry.register_collector(Box::new(CompactorCollector(stats)));
+    }
+
     /// Records one request.
     pub fn observe(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
         let labels = vec![
@@ -166,6 +171,44 @@ impl Collector for CacheCollector {
         gauge.encode(encoder.encode_descriptor(
             "watchcache_storage_revision",
             "Storage's current revision",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CompactorCollector(Arc<crate::storage::compactor::CompactorStats>);
+
+impl Collector for CompactorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.0;
+        let counters = [
+            (
+                "watchcache_storage_compactions",
+                "Compactions of storage's history this process made",
+                &stats.compactions,
+            ),
+            (
+                "watchcache_storage_compaction_rounds_lost",
+                "Compaction rounds another process (replica or kube-apiserver) won",
+                &stats.lost_rounds,
+            ),
+            ("watchcache_storage_compaction_failures", "Compaction rounds that failed", &stats.failures),
+        ];
+        for (name, help, value) in counters {
+            ConstCounter::new(value.load(Relaxed)).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        ConstGauge::new(stats.compacted_revision.load(Relaxed) as f64).encode(encoder.encode_descriptor(
+            "watchcache_storage_compacted_revision",
+            "The revision this process last compacted storage to",
             None,
             MetricType::Gauge,
         )?)?;

@@ -71,17 +71,40 @@ pub struct ApiState {
     /// Request and cache metrics.
     pub metrics: metrics::Metrics,
     /// Permits for requests on resources other than watches (`--max-requests-inflight`);
-    /// `None`: unlimited.
+    /// mutating ones take theirs from `mutating_inflight` when that is set. `None`: unlimited.
     pub inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Permits for create, update, patch and delete (`--max-mutating-requests-inflight`);
+    /// `None`: they share `inflight`.
+    pub mutating_inflight: Option<Arc<tokio::sync::Semaphore>>,
+    /// Permits for open watches (`--max-watches`), each held until its stream ends; `None`:
+    /// unlimited.
+    pub watches: Option<Arc<tokio::sync::Semaphore>>,
     /// The shortest lifetime of a watch without `timeoutSeconds` (`--min-request-timeout`);
     /// each such watch ends after a random time between it and twice it.
     pub min_request_timeout: Duration,
     /// Decides whether each request may go on (`--authorization-mode`).
     pub authorizer: Arc<dyn crate::auth::Authorizer>,
+    /// Who each request is from (`--token-auth-file`, `--client-ca-file`, ...); when none is
+    /// configured every request is the loopback admin's.
+    pub authenticator: Arc<crate::auth::authn::Authenticator>,
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl Future<Output = ()>) {
+/// What a request knows of its connection.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// The verified client certificate (DER), when the client presented one over TLS.
+    pub client_certificate: Option<Vec<u8>>,
+}
+
+/// Serves HTTP on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+/// drains open connections.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
@@ -102,14 +125,41 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl F
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
-        let service = service_fn(move |request| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, request).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let Some(acceptor) = acceptor.clone() else {
+            let service = service(state, Arc::new(Connection::default()));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow client holds up nobody.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let stream = match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec());
+            let service = service(state, Arc::new(Connection { client_certificate }));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
@@ -121,6 +171,25 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: impl F
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+fn service(
+    state: Arc<ApiState>,
+    connection: Arc<Connection>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |request| {
+        let state = Arc::clone(&state);
+        let connection = Arc::clone(&connection);
+        // Boxed: hyper keeps a connection's in-flight request future in an allocation of that
+        // future's size for the connection's life, so an idle watch connection would hold the
+        // whole request path's state machine (~5 KB) after its request completed.
+        async move { Ok::<_, Infallible>(Box::pin(handle(&state, &connection, request)).await) }
+    })
 }
 
 /// The `verb` and `resource` labels of a request, as kube-apiserver names them.
@@ -147,38 +216,65 @@ fn classify(method: &Method, path: &str, is_watch: bool) -> (String, String) {
     (verb.to_owned(), resource)
 }
 
-async fn handle(state: &ApiState, request: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &ApiState, connection: &Connection, request: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let is_watch =
         request.uri().query().is_some_and(|query| query.contains("watch=true") || query.contains("watch=1"));
     let (verb, resource) = classify(request.method(), request.uri().path(), is_watch);
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = handle_inner(state, request, is_watch).await;
+    let response = handle_inner(state, connection, request, is_watch).await;
     tracing::debug!(%method, %uri, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
     state.metrics.observe(&verb, &resource, response.status().as_u16(), started.elapsed());
     response
 }
 
-async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bool) -> Response<Body> {
-    // Watches are long-running and exempt, as are health, version and metrics endpoints.
-    let limited = !is_watch
-        && (request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/apis/"));
-    let _permit = match (&state.inflight, limited) {
-        (Some(inflight), true) => match Arc::clone(inflight).try_acquire_owned() {
+async fn handle_inner(
+    state: &ApiState,
+    connection: &Connection,
+    mut request: Request<Incoming>,
+    is_watch: bool,
+) -> Response<Body> {
+    // Requests on resources are limited; health, version and metrics endpoints are exempt.
+    // Watches are long-running and counted apart, each holding its permit until it ends.
+    let on_resources =
+        request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/apis/");
+    let mutating = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let limit = match (on_resources, is_watch, mutating) {
+        (false, _, _) => None,
+        (true, true, _) => state.watches.as_ref(),
+        (true, false, true) => state.mutating_inflight.as_ref().or(state.inflight.as_ref()),
+        (true, false, false) => state.inflight.as_ref(),
+    };
+    let permit = match limit {
+        Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => return ApiError::too_many_requests().to_response(),
         },
-        _ => None,
+        None => None,
     };
     let error_wire = negotiate::error_wire(request.headers());
-    // Without authentication every request is the loopback admin's.
-    let user = crate::auth::UserInfo::loopback_admin();
+    let user = match authenticate(state, connection, &request) {
+        Ok(user) => user,
+        Err(error) => return error.to_response_in(error_wire),
+    };
+    // Later handlers (the reviews of who one is) find the user here.
+    request.extensions_mut().insert(Arc::clone(&user));
     if let Err(error) = authorize(state, &user, &request, is_watch) {
         return error.to_response_in(error_wire);
     }
     let result = if is_watch {
-        route(state, request).await
+        // The watch's permit lives as long as its stream.
+        route(state, request).await.map(|response| match permit {
+            Some(permit) => response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &permit;
+                    frame
+                })
+                .boxed_unsync()
+            }),
+            None => response,
+        })
     } else {
         match tokio::time::timeout(REQUEST_TIMEOUT, route(state, request)).await {
             Ok(result) => result,
@@ -186,6 +282,29 @@ async fn handle_inner(state: &ApiState, request: Request<Incoming>, is_watch: bo
         }
     };
     result.unwrap_or_else(|error| error.to_response_in(error_wire))
+}
+
+/// Who `request` is from: 401 Unauthorized for bad credentials, and for anonymous requests
+/// beyond the health and version endpoints once authentication is configured.
+fn authenticate(
+    state: &ApiState,
+    connection: &Connection,
+    request: &Request<Incoming>,
+) -> Result<Arc<crate::auth::UserInfo>, ApiError> {
+    use crate::auth::authn::{Outcome, ANONYMOUS_PATHS};
+    let authenticator = &state.authenticator;
+    // Without authentication every request is the loopback admin's.
+    if !authenticator.is_configured() {
+        return Ok(Arc::new(crate::auth::UserInfo::loopback_admin()));
+    }
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|value| value.to_str().ok());
+    match authenticator.authenticate(authorization, connection.client_certificate.as_deref()) {
+        Outcome::User(user) => Ok(user),
+        Outcome::Anonymous if authenticator.anonymous && ANONYMOUS_PATHS.contains(&request.uri().path()) => {
+            Ok(Arc::new(crate::auth::UserInfo::anonymous()))
+        }
+        Outcome::Anonymous | Outcome::Refused => Err(ApiError::unauthorized()),
+    }
 }
 
 /// Asks the authorizer about `request` as `user`: 403 Forbidden unless it allows it.

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod authn;
+
 /// `system:masters`: the group that may do anything.
 pub const MASTERS_GROUP: &str = "system:masters";
 /// `system:authenticated`: every user who presented valid credentials.

@@ -550,6 +550,10 @@ impl Cacher {
                     }
                     items.push(Arc::clone(object));
                 }
+                if continue_after.is_some() {
+                    // The next page must read the same state, however many writes come first.
+                    self.shared.store.pin(&snapshot);
+                }
                 Ok(ListResult { items, revision: snapshot.revision, continue_after })
             }
             Err(exact) => self.list_from_storage(&prefix, request, exact, after, limit).await,
@@ -617,6 +621,7 @@ impl Cacher {
         let listed = self.list_from_storage(&prefix, &request, None, None, usize::MAX).await?;
         Ok(Arc::new(Snapshot {
             revision: listed.revision,
+            changed: listed.revision,
             objects: listed.items.into_iter().map(|object| (Arc::clone(&object.key), object)).collect(),
             published: std::time::Instant::now(),
         }))

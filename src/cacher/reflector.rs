@@ -418,6 +418,7 @@ impl Reflector {
                 }
                 _ = tick.tick() => {
                     self.ring.trim(Instant::now());
+                    self.store.trim(Instant::now());
                     self.update_gauges();
                 }
             }

@@ -48,6 +48,36 @@ pub struct RingLimits {
     pub max_bytes: usize,
     /// Events older than this are dropped, beyond `min_events`.
     pub window: Duration,
+    /// The bytes every ring of the server may hold together (`--watch-cache-total-max-bytes`),
+    /// shared by all of them; `None`: no cap beyond each ring's own.
+    pub budget: Option<Arc<ByteBudget>>,
+}
+
+/// Bytes of events held by every ring sharing it, against a cap. Each ring evicts its own
+/// oldest events (beyond its `min_events`) while the total is over the cap, so the resources
+/// that write most give back first.
+#[derive(Debug)]
+pub struct ByteBudget {
+    limit: usize,
+    /// Changed by each ring's writer as it pushes and evicts; read by the others. Relaxed: a
+    /// bound checked a little late only delays an eviction by one push.
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    /// A cap of `limit` bytes.
+    pub fn new(limit: usize) -> ByteBudget {
+        ByteBudget { limit, used: AtomicUsize::new(0) }
+    }
+
+    /// The bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
 }
 
 impl Default for RingLimits {
@@ -57,6 +87,7 @@ impl Default for RingLimits {
             max_events: 64 * 1024,
             max_bytes: 256 << 20,
             window: Duration::from_secs(75),
+            budget: None,
         }
     }
 }
@@ -280,6 +311,9 @@ impl RingWriter {
         }
         let revision = event.revision();
         self.bytes += event.size();
+        if let Some(budget) = &self.limits.budget {
+            budget.used.fetch_add(event.size(), Ordering::Relaxed);
+        }
         ring.slots[(seq & ring.mask) as usize].store(Some(event));
         ring.tail.store(seq + 1, Ordering::Release);
         // Orders the tail store before the dispatcher's loads of watcher modes that follow.
@@ -317,7 +351,9 @@ impl RingWriter {
             if len <= self.limits.min_events {
                 return;
             }
-            let too_big = len > self.limits.max_events || self.bytes > self.limits.max_bytes;
+            let too_big = len > self.limits.max_events
+                || self.bytes > self.limits.max_bytes
+                || self.limits.budget.as_ref().is_some_and(|budget| budget.over());
             let too_old = ring
                 .get(head)
                 .is_some_and(|event| now.saturating_duration_since(event.received) > self.limits.window);
@@ -336,10 +372,22 @@ impl RingWriter {
             // Readers must learn that `event` is gone before they can miss it.
             ring.oldest_revision.store(event.revision(), Ordering::Release);
             self.bytes -= event.size();
+            if let Some(budget) = &self.limits.budget {
+                budget.used.fetch_sub(event.size(), Ordering::Relaxed);
+            }
         }
         ring.head.store(head + 1, Ordering::Release);
         slot.store(None);
         ring.bytes.store(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RingWriter {
+    /// A ring that goes (its resource removed) gives its bytes back to the budget.
+    fn drop(&mut self) {
+        if let Some(budget) = &self.limits.budget {
+            budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
     }
 }
 
@@ -372,7 +420,39 @@ mod tests {
             max_events: max,
             max_bytes: usize::MAX,
             window: Duration::from_secs(3600),
+            budget: None,
         }
+    }
+
+    /// Rings sharing a byte budget stay within it together: the ring that pushes past the cap
+    /// drops its own oldest events, and a ring that goes gives its bytes back.
+    #[test]
+    fn rings_sharing_a_budget_stay_within_it_together() {
+        let size = event(0, 1).size();
+        let budget = Arc::new(ByteBudget::new(size * 10));
+        let shared = RingLimits { budget: Some(Arc::clone(&budget)), ..limits(2, 1000) };
+        let mut first = RingWriter::new(shared.clone(), 0);
+        for seq in 0..8 {
+            first.push(event(seq, seq + 1));
+        }
+        assert_eq!(budget.used(), size * 8);
+        let mut second = RingWriter::new(shared.clone(), 0);
+        for seq in 0..8 {
+            second.push(event(seq, seq + 1));
+            assert!(budget.used() <= size * 10, "over the cap after push {seq}");
+        }
+        // The second ring paid for its own pushes; the first kept all of its events.
+        assert_eq!(first.ring().len(), 8);
+        assert_eq!(second.ring().len(), 2, "its newest min_events stay");
+        assert_eq!(budget.used(), size * 10);
+        // Now the first ring pushes: it evicts its own oldest, down to what fits.
+        first.push(event(8, 9));
+        assert_eq!(first.ring().len(), 8);
+        assert_eq!(budget.used(), size * 10);
+        drop(second);
+        assert_eq!(budget.used(), size * 8, "a dropped ring gives its bytes back");
+        first.reset(100);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

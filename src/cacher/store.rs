@@ -6,9 +6,14 @@
 //! the result through an [`ArcSwap`]: a reader loads the current snapshot without a lock, keeps
 //! it as long as it likes, and never waits for the writer or for other readers.
 //!
-//! Recent snapshots are also retained by revision (the last [`StoreLimits::retained`] ones,
-//! none older than [`StoreLimits::retain_for`]) in a lock-free skip list, so that a paginated
-//! list can read its later pages, and an exact-revision read its revision, from the cache.
+//! A snapshot that a paginated list served a page from is *pinned*: retained by revision in a
+//! lock-free skip list for [`StoreLimits::retain_for`] (75 s, kube's window) after its latest
+//! page, so that the list's later pages read the same state from the cache however many writes
+//! come in between. Only pinned snapshots are retained, so retention costs memory for the lists
+//! in progress, not for the write rate, and progress reports or writes to other resources
+//! retain nothing. [`StoreLimits::retained`] caps how many distinct revisions may be pinned at
+//! once (the oldest go first). An exact-revision read is served from the current snapshot or a
+//! pinned one when either holds that revision's state, and from storage otherwise.
 //!
 //! # Why one persistent map rather than shards
 //!
@@ -33,6 +38,9 @@ use crate::storage::Revision;
 pub struct Snapshot {
     /// The revision this state reflects.
     pub revision: Revision,
+    /// The revision of the last change in it (`<= revision`): the state is the same at every
+    /// revision from this one to `revision`.
+    pub changed: Revision,
     /// The objects, by storage key.
     pub objects: OrdMap<Arc<str>, Arc<CachedObject>>,
     /// When it was published.
@@ -76,9 +84,9 @@ impl Snapshot {
 /// How many past snapshots to keep, and for how long.
 #[derive(Clone, Debug)]
 pub struct StoreLimits {
-    /// Snapshots kept at most.
+    /// Distinct revisions pinned at most (the oldest are dropped first).
     pub retained: usize,
-    /// Snapshots older than this are dropped.
+    /// How long a pinned snapshot is kept after the last page served from it.
     pub retain_for: Duration,
 }
 
@@ -92,8 +100,15 @@ impl Default for StoreLimits {
 pub struct Store {
     /// The newest snapshot. Replaced (never mutated) by the writer; loaded by readers.
     current: ArcSwap<Snapshot>,
-    /// Past snapshots by revision, the newest included. Inserted and removed by the writer only.
-    retained: SkipMap<Revision, Arc<Snapshot>>,
+    /// Pinned snapshots by revision, with when they were last pinned. Readers insert (pin);
+    /// the writer removes (trims). The skip list takes both at once without a lock.
+    retained: SkipMap<Revision, Pinned>,
+}
+
+/// A pinned snapshot.
+struct Pinned {
+    snapshot: Arc<Snapshot>,
+    at: Instant,
 }
 
 impl Store {
@@ -102,27 +117,37 @@ impl Store {
         self.current.load_full()
     }
 
-    /// The state at exactly `revision`, if the cache still holds it.
-    ///
-    /// The writer publishes (and retains) a snapshot after every write and every progress
-    /// report, and trims retained snapshots from the oldest only; so the state at a revision
-    /// between the oldest retained snapshot and the current one is the newest retained snapshot
-    /// at or before it. A revision beyond the current one is not known yet: `None`.
+    /// The state at exactly `revision`, if the cache holds it: the current snapshot or a
+    /// pinned one whose unchanged span (`changed..=revision`) covers `revision`. A revision
+    /// beyond the current one is not known yet: `None`.
     pub fn at(&self, revision: Revision) -> Option<Arc<Snapshot>> {
         let current = self.current.load_full();
-        if revision >= current.revision {
-            return (revision == current.revision).then_some(current);
+        if revision > current.revision {
+            return None;
         }
-        let entry = self.retained.upper_bound(std::ops::Bound::Included(&revision))?;
-        Some(Arc::clone(entry.value()))
+        if revision >= current.changed {
+            return Some(current);
+        }
+        // The oldest pinned snapshot at or after `revision`: if nothing changed between
+        // `revision` and it, it is the state at `revision`.
+        let entry = self.retained.lower_bound(std::ops::Bound::Included(&revision))?;
+        let snapshot = &entry.value().snapshot;
+        (snapshot.changed <= revision).then(|| Arc::clone(snapshot))
     }
 
-    /// The revision of the oldest retained snapshot.
+    /// Retains `snapshot` (one a paginated list served a page from) for the retention window
+    /// from now, so that the list's next pages find it.
+    pub fn pin(&self, snapshot: &Arc<Snapshot>) {
+        self.retained
+            .insert(snapshot.revision, Pinned { snapshot: Arc::clone(snapshot), at: Instant::now() });
+    }
+
+    /// The revision of the oldest pinned snapshot.
     pub fn oldest_retained(&self) -> Option<Revision> {
         self.retained.front().map(|entry| *entry.key())
     }
 
-    /// The number of retained snapshots.
+    /// The number of pinned snapshots.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
@@ -133,17 +158,30 @@ pub struct StoreWriter {
     store: Arc<Store>,
     working: OrdMap<Arc<str>, Arc<CachedObject>>,
     revision: Revision,
+    changed: Revision,
     limits: StoreLimits,
+    /// When pinned snapshots were last checked for age.
+    last_trim: Instant,
 }
 
 impl StoreWriter {
     /// An empty store at `revision`.
     pub fn new(limits: StoreLimits, revision: Revision) -> StoreWriter {
-        let snapshot = Arc::new(Snapshot { revision, objects: OrdMap::new(), published: Instant::now() });
-        let store =
-            Arc::new(Store { current: ArcSwap::new(Arc::clone(&snapshot)), retained: SkipMap::new() });
-        store.retained.insert(revision, snapshot);
-        StoreWriter { store, working: OrdMap::new(), revision, limits }
+        let snapshot = Arc::new(Snapshot {
+            revision,
+            changed: revision,
+            objects: OrdMap::new(),
+            published: Instant::now(),
+        });
+        let store = Arc::new(Store { current: ArcSwap::new(snapshot), retained: SkipMap::new() });
+        StoreWriter {
+            store,
+            working: OrdMap::new(),
+            revision,
+            changed: revision,
+            limits,
+            last_trim: Instant::now(),
+        }
     }
 
     /// The shared read side.
@@ -152,10 +190,12 @@ impl StoreWriter {
     }
 
     /// Replaces every object (after a list) and publishes the result at `revision`. Readers see
-    /// the old state or the new one, never a mix; past snapshots are dropped.
+    /// the old state or the new one, never a mix; pinned snapshots are dropped (their lists
+    /// continue from storage).
     pub fn replace(&mut self, objects: impl IntoIterator<Item = Arc<CachedObject>>, revision: Revision) {
         self.working = objects.into_iter().map(|object| (Arc::clone(&object.key), object)).collect();
         self.revision = revision;
+        self.changed = revision;
         while self.store.retained.pop_front().is_some() {}
         self.publish();
     }
@@ -172,6 +212,7 @@ impl StoreWriter {
             }
         }
         self.revision = revision;
+        self.changed = revision;
     }
 
     /// Moves the store's revision forward without a change (a progress report).
@@ -191,23 +232,35 @@ impl StoreWriter {
         self.working.get(key)
     }
 
-    /// Publishes the working state as the current snapshot and retains it.
+    /// Publishes the working state as the current snapshot, and trims pinned snapshots.
     pub fn publish(&mut self) {
         let now = Instant::now();
-        let snapshot =
-            Arc::new(Snapshot { revision: self.revision, objects: self.working.clone(), published: now });
-        self.store.current.store(Arc::clone(&snapshot));
-        self.store.retained.insert(self.revision, snapshot);
-        while self.store.retained.len() > self.limits.retained.max(1) {
-            self.store.retained.pop_front();
+        let snapshot = Arc::new(Snapshot {
+            revision: self.revision,
+            changed: self.changed,
+            objects: self.working.clone(),
+            published: now,
+        });
+        self.store.current.store(snapshot);
+        self.trim(now);
+    }
+
+    /// Drops the oldest pinned snapshots beyond the cap and, at most once a second, those not
+    /// pinned again within the retention window. Called on every publish and on the
+    /// reflector's periodic tick, so an idle resource also lets go of them.
+    pub fn trim(&mut self, now: Instant) {
+        let retained = &self.store.retained;
+        while retained.len() > self.limits.retained.max(1) {
+            retained.pop_front();
         }
-        while let Some(oldest) = self.store.retained.front() {
-            if self.store.retained.len() > 1
-                && now.duration_since(oldest.value().published) > self.limits.retain_for
-            {
-                oldest.remove();
-            } else {
-                break;
+        if retained.is_empty() || now.saturating_duration_since(self.last_trim) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_trim = now;
+        // Pinned at different times, in revision order: check each.
+        for entry in retained.iter() {
+            if now.saturating_duration_since(entry.value().at) > self.limits.retain_for {
+                entry.remove();
             }
         }
     }
@@ -250,15 +303,39 @@ mod tests {
         let after = store.current();
         assert_eq!(after.revision, 5);
         assert_eq!(after.range("/things/", None).map(|o| &*o.name).collect::<Vec<_>>(), ["b"]);
-        assert_eq!(store.at(2).map(|s| s.len()), Some(1));
-        assert_eq!(store.at(3).map(|s| s.len()), Some(2));
-        // No write at 4: the state at 4 is the state at 3.
-        assert_eq!(store.at(4).map(|s| s.revision), Some(3));
+        // Nothing was pinned: only the current state is known, from its last change on.
+        assert_eq!(store.retained_count(), 0);
+        assert!(store.at(3).is_none(), "not pinned: storage serves it");
         assert_eq!(store.at(5).map(|s| s.revision), Some(5));
         assert!(store.at(6).is_none(), "the future is not known");
-        assert!(store.at(0).is_none(), "before the first snapshot");
     }
 
+    #[test]
+    fn a_pinned_snapshot_serves_its_revision_and_the_unchanged_span_before_it() {
+        let mut writer = StoreWriter::new(StoreLimits::default(), 1);
+        let store = Arc::clone(writer.store());
+        let a = object("/things/ns1/a", 2);
+        writer.apply(&a.key, Some(Arc::clone(&a)), 2);
+        writer.publish();
+        // Progress to 4 without a change: the state at 2, 3 and 4 is the same.
+        writer.advance(4);
+        writer.publish();
+        let paged = store.current();
+        assert_eq!((paged.changed, paged.revision), (2, 4));
+        store.pin(&paged);
+        let b = object("/things/ns2/b", 5);
+        writer.apply(&b.key, Some(Arc::clone(&b)), 5);
+        writer.publish();
+        writer.apply(&a.key, None, 6);
+        writer.publish();
+        for revision in [2, 3, 4] {
+            let found = store.at(revision).expect("within the pinned snapshot's unchanged span");
+            assert!(Arc::ptr_eq(&found, &paged), "at {revision}");
+        }
+        assert!(store.at(1).is_none(), "before the pinned snapshot's last change");
+        assert!(store.at(5).is_none(), "changed at 5, not pinned");
+        assert_eq!(store.at(6).map(|s| s.len()), Some(1));
+    }
     #[test]
     fn ranges_follow_prefixes_and_continue_keys() {
         let mut writer = StoreWriter::new(StoreLimits::default(), 1);
@@ -275,21 +352,29 @@ mod tests {
     }
 
     #[test]
-    fn old_snapshots_are_dropped_beyond_the_limits() {
-        let mut writer =
-            StoreWriter::new(StoreLimits { retained: 3, retain_for: Duration::from_secs(60) }, 1);
+    fn pinned_snapshots_go_after_the_window_or_beyond_the_cap() {
+        let limits = StoreLimits { retained: 3, retain_for: Duration::from_secs(60) };
+        let mut writer = StoreWriter::new(limits, 1);
+        let store = Arc::clone(writer.store());
         for revision in 2..10 {
             let key = format!("/things/ns/k{revision}");
             writer.apply(&Arc::from(key.as_str()), Some(object(&key, revision)), revision);
             writer.publish();
+            store.pin(&store.current());
         }
-        let store = writer.store();
+        writer.publish();
+        // Writes alone retain nothing; of eight pinned revisions the newest three stay.
         assert_eq!(store.retained_count(), 3);
         assert_eq!(store.oldest_retained(), Some(7));
         assert!(store.at(6).is_none());
         assert_eq!(store.at(7).unwrap().len(), 6);
+        // Past the window (as seen from a minute and a bit later) they all go.
+        writer.trim(Instant::now() + Duration::from_secs(62));
+        assert_eq!(store.retained_count(), 0);
+        assert!(store.at(7).is_none());
+        store.pin(&store.current());
         writer.replace(vec![object("/things/ns/z", 20)], 20);
-        assert_eq!(writer.store().retained_count(), 1);
-        assert!(writer.store().at(9).is_none());
+        assert_eq!(store.retained_count(), 0, "a relist drops pinned snapshots");
+        assert!(store.at(9).is_none());
     }
 }

@@ -85,6 +85,9 @@ pub struct EmbeddedStorage {
     revision: Arc<watch::Sender<Revision>>,
     writer: Mutex<Option<Writer>>,
     description: String,
+    /// The one reader of new log entries for the watches at the log's head; started by the
+    /// first watch.
+    router: std::sync::OnceLock<Arc<Router>>,
 }
 
 struct Writer {
@@ -130,6 +133,7 @@ impl EmbeddedStorage {
             revision,
             writer: Mutex::new(Some(Writer { requests, thread })),
             description,
+            router: std::sync::OnceLock::new(),
         })
     }
 
@@ -235,6 +239,7 @@ impl Storage for EmbeddedStorage {
         check_watch_start(after_revision, compacted)?;
         let (sender, messages) = mpsc::channel(WATCH_CHANNEL);
         let progress = Arc::new(Notify::new());
+        let router = Arc::clone(self.router.get_or_init(|| Router::start(&self.db, &self.revision)));
         let task = WatchTask {
             db: Arc::downgrade(&self.db),
             prefix,
@@ -242,6 +247,7 @@ impl Storage for EmbeddedStorage {
             revision: self.revision.subscribe(),
             sender,
             progress: Arc::clone(&progress),
+            router,
         };
         tokio::spawn(task.run());
         Ok(WatchStream::new(messages, progress))
@@ -745,6 +751,157 @@ impl BatchState {
 // ---------------------------------------------------------------------------------------------
 // Watches
 
+// A watch is a task with two modes. Behind the log's head it *catches up*: it reads the log
+// from its own cursor, as many entries at a time as it likes, and so may start from any kept
+// revision and fall behind without holding anyone up. Once it has read everything, it *joins*
+// the router: one task per store that reads each new log entry once and offers it to the
+// joined watches whose prefix it falls under. A write to one prefix thus costs one log read,
+// not one per watch, and wakes only the watches it concerns. A joined watch whose channel is
+// full is handed back its cursor and catches up on its own, so a slow consumer never holds up
+// the router or the other watches. Idle joined watches hear the router's position at most once
+// a second (a progress message), and at once when they ask.
+
+/// The router's shared state: the joined watches and how far the log has been routed.
+struct Router {
+    table: Mutex<RouterTable>,
+}
+
+struct RouterTable {
+    /// Every log entry up to this revision has been offered to the joined watches.
+    position: Revision,
+    joined: Vec<Joined>,
+    next_id: u64,
+}
+
+struct Joined {
+    id: u64,
+    prefix: String,
+    sender: mpsc::Sender<Result<WatchMessage>>,
+    /// Events up to this revision reached the watch before it joined.
+    cursor: Revision,
+    /// The highest revision the watch's client knows to be complete.
+    told: Revision,
+    /// Where the router hands the watch back when it leaves the router.
+    slot: Arc<HandBack>,
+}
+
+/// The router's hand-back of a watch: the revision it has delivered up to.
+#[derive(Default)]
+struct HandBack {
+    cursor: Mutex<Option<Revision>>,
+    notify: Notify,
+}
+
+impl Router {
+    fn start(db: &Arc<Database>, revision: &Arc<watch::Sender<Revision>>) -> Arc<Router> {
+        let mut receiver = revision.subscribe();
+        let position = *receiver.borrow_and_update();
+        let router =
+            Arc::new(Router { table: Mutex::new(RouterTable { position, joined: Vec::new(), next_id: 0 }) });
+        tokio::spawn(Router::run(Arc::downgrade(&router), Arc::downgrade(db), receiver));
+        router
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouterTable> {
+        self.table.lock().expect("router lock poisoned")
+    }
+
+    async fn run(
+        router: std::sync::Weak<Router>,
+        db: std::sync::Weak<Database>,
+        mut revision: watch::Receiver<Revision>,
+    ) {
+        let mut idle_progress = tokio::time::interval(std::time::Duration::from_secs(1));
+        idle_progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(this) = router.upgrade() else { return };
+            let latest = *revision.borrow_and_update();
+            let position = this.lock().position;
+            if position < latest {
+                let Some(db) = db.upgrade() else { return };
+                let read = tokio::task::spawn_blocking(move || read_log(&db, "/", position, latest))
+                    .await
+                    .unwrap_or_else(|error| {
+                        Err(StorageError::Internal(format!("watch read failed: {error}")))
+                    });
+                match read {
+                    Ok((events, read_to)) => this.route(&events, read_to),
+                    Err(error) => {
+                        // Each watch meets the error on its own, reading from its cursor (a
+                        // compaction past the router's position is `Compacted` for them, as
+                        // it would be for a watch reading alone). With no one joined, the
+                        // router may skip to the head: a watch joins only at or past it.
+                        tracing::warn!(%error, "the watch router could not read the log; watches catch up alone");
+                        {
+                            let mut table = this.lock();
+                            for joined in table.joined.drain(..) {
+                                hand_back(&joined, position.max(joined.cursor));
+                            }
+                            table.position = latest;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+                continue;
+            }
+            drop(this);
+            tokio::select! {
+                changed = revision.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = idle_progress.tick() => {
+                    let Some(this) = router.upgrade() else { return };
+                    let mut table = this.lock();
+                    let position = table.position;
+                    for joined in &mut table.joined {
+                        let known = position.max(joined.cursor);
+                        if joined.told < known && joined.sender.try_send(Ok(WatchMessage::Progress(known))).is_ok() {
+                            joined.told = known;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers `events` (every log entry after the position, up to `read_to`) to the joined
+    /// watches, each the ones under its prefix and after its cursor.
+    fn route(&self, events: &[Event], read_to: Revision) {
+        let mut table = self.lock();
+        let position = table.position;
+        table.joined.retain_mut(|joined| {
+            let mine: Vec<Event> = events
+                .iter()
+                .filter(|event| {
+                    event.revision() > joined.cursor && event.kv.key.starts_with(joined.prefix.as_str())
+                })
+                .cloned()
+                .collect();
+            let Some(last) = mine.last().map(Event::revision) else { return true };
+            match joined.sender.try_send(Ok(WatchMessage::Events(mine))) {
+                Ok(()) => {
+                    joined.told = last;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    hand_back(joined, position.max(joined.cursor));
+                    false
+                }
+                // The watch is gone; its task sees the closed channel too.
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        table.position = read_to;
+    }
+}
+
+fn hand_back(joined: &Joined, cursor: Revision) {
+    *joined.slot.cursor.lock().expect("hand-back lock poisoned") = Some(cursor);
+    joined.slot.notify.notify_one();
+}
+
 struct WatchTask {
     /// Weak, so that a watch never keeps a closed store's file open.
     db: std::sync::Weak<Database>,
@@ -754,6 +911,7 @@ struct WatchTask {
     revision: watch::Receiver<Revision>,
     sender: mpsc::Sender<Result<WatchMessage>>,
     progress: Arc<Notify>,
+    router: Arc<Router>,
 }
 
 impl WatchTask {
@@ -797,6 +955,18 @@ impl WatchTask {
                     return;
                 }
             }
+            // Caught up: join the router unless it has routed past the cursor already (then
+            // the revision has moved too, and there is more to read first).
+            if let Some(slot) = self.join(told) {
+                match self.joined(slot).await {
+                    Some(cursor) => {
+                        self.cursor = cursor;
+                        told = told.max(cursor);
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             tokio::select! {
                 changed = self.revision.changed() => {
                     if changed.is_err() {
@@ -810,6 +980,59 @@ impl WatchTask {
                     }
                 }
                 _ = self.sender.closed() => return,
+            }
+        }
+    }
+
+    /// Joins the router if it has not routed past the cursor; the slot it will be handed back
+    /// through, with its id.
+    fn join(&self, told: Revision) -> Option<(u64, Arc<HandBack>)> {
+        let mut table = self.router.lock();
+        if table.position > self.cursor {
+            return None;
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        let slot = Arc::new(HandBack::default());
+        table.joined.push(Joined {
+            id,
+            prefix: self.prefix.clone(),
+            sender: self.sender.clone(),
+            cursor: self.cursor,
+            told,
+            slot: Arc::clone(&slot),
+        });
+        Some((id, slot))
+    }
+
+    /// Waits while joined: answers progress requests and leaves when the client does. The
+    /// cursor to catch up from when the router hands the watch back; `None` when the watch
+    /// ended.
+    async fn joined(&self, (id, slot): (u64, Arc<HandBack>)) -> Option<Revision> {
+        loop {
+            tokio::select! {
+                () = slot.notify.notified() => {
+                    let cursor = slot.cursor.lock().expect("hand-back lock poisoned").take();
+                    if let Some(cursor) = cursor {
+                        return Some(cursor);
+                    }
+                }
+                () = self.progress.notified() => {
+                    // Under the router's lock, so that the progress comes after every event
+                    // routed up to the position it names.
+                    let mut table = self.router.lock();
+                    let position = table.position;
+                    if let Some(joined) = table.joined.iter_mut().find(|joined| joined.id == id) {
+                        let known = position.max(joined.cursor);
+                        if joined.sender.try_send(Ok(WatchMessage::Progress(known))).is_ok() {
+                            joined.told = known;
+                        }
+                    }
+                }
+                () = self.sender.closed() => {
+                    self.router.lock().joined.retain(|joined| joined.id != id);
+                    return None;
+                }
             }
         }
     }
@@ -894,5 +1117,80 @@ mod tests {
         assert!(decode_kv("/a", &[1, 2, 3]).is_err());
         assert!(decode_event(1, &[0, 9, 0, 0, 0, b'/']).is_err());
         assert!(decode_event(1, &[7]).is_err());
+    }
+
+    async fn next_message(stream: &mut WatchStream) -> WatchMessage {
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("a watch message within 10 s")
+            .expect("the stream is open")
+            .expect("not an error")
+    }
+
+    /// A watch that stops reading fills its channel and is handed back by the router; the others
+    /// go on meanwhile, and once it reads again it gets every event, in order, exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_watch_neither_blocks_the_others_nor_misses_an_event() {
+        let storage = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        let start = storage.current_revision().await.unwrap();
+        let mut stalled = storage.watch("/a/", start).await.unwrap();
+        let mut live = storage.watch("/a/", start).await.unwrap();
+        // Both join the router once they have read the (empty) log.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let writes = WATCH_CHANNEL * 4;
+        let mut seen_live = Vec::new();
+        for index in 0..writes {
+            storage.create(&format!("/a/k{index:04}"), Bytes::from_static(b"{}")).await.unwrap();
+            // The live watch hears each write while the stalled one reads nothing.
+            while seen_live.len() <= index {
+                if let WatchMessage::Events(events) = next_message(&mut live).await {
+                    seen_live.extend(events.into_iter().map(|event| event.kv.key));
+                }
+            }
+        }
+        let mut seen_stalled = Vec::new();
+        while seen_stalled.len() < writes {
+            if let WatchMessage::Events(events) = next_message(&mut stalled).await {
+                seen_stalled.extend(events.into_iter().map(|event| event.kv.key));
+            }
+        }
+        let want: Vec<String> = (0..writes).map(|index| format!("/a/k{index:04}")).collect();
+        assert_eq!(seen_live, want);
+        assert_eq!(seen_stalled, want);
+        // And it has joined again: a new write reaches it.
+        storage.create("/a/last", Bytes::from_static(b"{}")).await.unwrap();
+        loop {
+            if let WatchMessage::Events(events) = next_message(&mut stalled).await {
+                assert_eq!(events.iter().map(|event| event.kv.key.as_str()).collect::<Vec<_>>(), ["/a/last"]);
+                break;
+            }
+        }
+    }
+
+    /// A watch on a prefix nobody writes to is not woken per write: it hears the head at most
+    /// once a second, and at once when it asks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_elsewhere_do_not_wake_a_watch_per_write() {
+        let storage = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        let start = storage.current_revision().await.unwrap();
+        let mut idle = storage.watch("/b/", start).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let began = std::time::Instant::now();
+        for index in 0..300 {
+            storage.create(&format!("/a/k{index}"), Bytes::from_static(b"{}")).await.unwrap();
+        }
+        let head = storage.current_revision().await.unwrap();
+        idle.request_progress();
+        let mut messages = 0;
+        loop {
+            messages += 1;
+            match next_message(&mut idle).await {
+                WatchMessage::Progress(revision) if revision == head => break,
+                WatchMessage::Progress(revision) => assert!(revision < head),
+                WatchMessage::Events(events) => panic!("events from another prefix: {events:?}"),
+            }
+        }
+        let seconds = began.elapsed().as_secs() as usize;
+        assert!(messages <= seconds + 2, "{messages} messages in {seconds} s for 300 writes elsewhere");
     }
 }

