@@ -307,6 +307,17 @@ const CRONJOB_COLUMNS: &[Column<'static>] = &[
     wide("Selector", "string", JOB_SELECTOR_DOC),
 ];
 const LEASE_COLUMNS: &[Column<'static>] = &[NAME, column("Holder", "string", HOLDER_DOC), AGE];
+/// kube's printers for Role and ClusterRole: the name and the creation time.
+const ROLE_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
+/// kube's printers for RoleBinding and ClusterRoleBinding.
+const BINDING_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Role", "string", "RoleRef to the role being bound."),
+    AGE,
+    wide("Users", "string", "Users in the binding."),
+    wide("Groups", "string", "Groups in the binding."),
+    wide("ServiceAccounts", "string", "ServiceAccounts in the binding."),
+];
 /// kube-apiserver's default Table (`rest.NewDefaultTableConvertor`), which CRDs use.
 const DEFAULT_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
 
@@ -353,6 +364,10 @@ impl<'a> Printer<'a> {
                 ("batch", "cronjobs") => Some((CRONJOB_COLUMNS, cronjob_row)),
                 ("coordination.k8s.io", "leases") => Some((LEASE_COLUMNS, lease_row)),
                 ("apiextensions.k8s.io", "customresourcedefinitions") => Some((DEFAULT_COLUMNS, default_row)),
+                ("rbac.authorization.k8s.io", "roles" | "clusterroles") => Some((ROLE_COLUMNS, default_row)),
+                ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+                    Some((BINDING_COLUMNS, binding_row))
+                }
                 _ => None,
             };
         match builtin {
@@ -1086,6 +1101,36 @@ fn cronjob_row(cronjob: &Value, now: Timestamp) -> Row {
 
 fn lease_row(lease: &Value, now: Timestamp) -> Row {
     vec![name(lease), json!(text(lease, "/spec/holderIdentity")), age(lease, now)].into()
+}
+
+/// kube's RoleBinding row: `Kind/name` of the role, then the subjects by kind
+/// (service accounts as `namespace/name`).
+fn binding_row(binding: &Value, now: Timestamp) -> Row {
+    let role = format!("{}/{}", text(binding, "/roleRef/kind"), text(binding, "/roleRef/name"));
+    let subjects = at(binding, "/subjects").as_array().cloned().unwrap_or_default();
+    let of_kind = |kind: &str| {
+        subjects
+            .iter()
+            .filter(|subject| text(subject, "/kind") == kind)
+            .map(|subject| {
+                if kind == "ServiceAccount" {
+                    format!("{}/{}", text(subject, "/namespace"), text(subject, "/name"))
+                } else {
+                    text(subject, "/name").to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        name(binding),
+        json!(role),
+        age(binding, now),
+        json!(of_kind("User")),
+        json!(of_kind("Group")),
+        json!(of_kind("ServiceAccount")),
+    ]
+    .into()
 }
 
 /// kube-apiserver's default Table row: the name and the creation time in RFC 3339 (UTC).
