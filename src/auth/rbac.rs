@@ -339,3 +339,404 @@ impl Authorizer for RbacAuthorizer {
         }
     }
 }
+
+/// Policy held in memory: for tests and benchmarks.
+#[derive(Default)]
+pub struct StaticPolicy {
+    /// Roles.
+    pub roles: Vec<Arc<Value>>,
+    /// RoleBindings.
+    pub role_bindings: Vec<Arc<Value>>,
+    /// ClusterRoles.
+    pub cluster_roles: Vec<Arc<Value>>,
+    /// ClusterRoleBindings.
+    pub cluster_role_bindings: Vec<Arc<Value>>,
+}
+
+impl StaticPolicy {
+    /// Adds an object by its `kind`.
+    pub fn add(&mut self, object: Value) {
+        let object = Arc::new(object);
+        match object["kind"].as_str().unwrap_or_default() {
+            "Role" => self.roles.push(object),
+            "RoleBinding" => self.role_bindings.push(object),
+            "ClusterRole" => self.cluster_roles.push(object),
+            "ClusterRoleBinding" => self.cluster_role_bindings.push(object),
+            other => panic!("not an RBAC kind: {other}"),
+        }
+    }
+}
+
+fn in_namespace<'a>(
+    objects: &'a [Arc<Value>],
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
+    objects
+        .iter()
+        .filter(move |object| object["metadata"]["namespace"].as_str().unwrap_or_default() == namespace)
+}
+
+fn named<'a>(mut objects: impl Iterator<Item = &'a Arc<Value>>, name: &str) -> Option<Arc<Value>> {
+    objects.find(|object| object["metadata"]["name"].as_str() == Some(name)).cloned()
+}
+
+impl PolicySource for StaticPolicy {
+    fn cluster_role_bindings(&self) -> Vec<Arc<Value>> {
+        self.cluster_role_bindings.clone()
+    }
+    fn role_bindings(&self, namespace: &str) -> Vec<Arc<Value>> {
+        in_namespace(&self.role_bindings, namespace).cloned().collect()
+    }
+    fn role(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        named(in_namespace(&self.roles, namespace), name)
+    }
+    fn cluster_role(&self, name: &str) -> Option<Arc<Value>> {
+        named(self.cluster_roles.iter(), name)
+    }
+    fn cluster_roles(&self) -> Vec<Arc<Value>> {
+        self.cluster_roles.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(name: &str, groups: &[&str]) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..UserInfo::default()
+        }
+    }
+
+    fn resource<'a>(
+        user: &'a UserInfo,
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        subresource: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> Attributes<'a> {
+        Attributes {
+            user,
+            verb,
+            resource_request: true,
+            path: "",
+            api_group: group,
+            api_version: "v1",
+            namespace,
+            resource,
+            subresource,
+            name,
+        }
+    }
+
+    fn path<'a>(user: &'a UserInfo, verb: &'a str, path: &'a str) -> Attributes<'a> {
+        Attributes { resource_request: false, path, ..resource(user, verb, "", "", "", "", "") }
+    }
+
+    fn cluster_role(name: &str, rules: Value) -> Value {
+        json!({"kind": "ClusterRole", "metadata": {"name": name}, "rules": rules})
+    }
+
+    fn binding(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        role_kind: &str,
+        role: &str,
+        subjects: Value,
+    ) -> Value {
+        json!({
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": role},
+            "subjects": subjects,
+        })
+    }
+
+    #[test]
+    fn rule_matching_follows_kube_evaluation_helpers() {
+        let alice = user("alice", &[]);
+        // (rule, attributes, allowed)
+        let cases: Vec<(Value, Attributes<'_>, bool)> = vec![
+            // verbs
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}),
+                resource(&alice, "get", "", "pods", "", "ns", "p"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}),
+                resource(&alice, "list", "", "pods", "", "ns", ""),
+                false,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["pods"]}),
+                resource(&alice, "delete", "", "pods", "", "ns", "p"),
+                true,
+            ),
+            // apiGroups
+            (
+                json!({"verbs": ["get"], "apiGroups": ["apps"], "resources": ["deployments"]}),
+                resource(&alice, "get", "", "deployments", "", "ns", "d"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": ["*"], "resources": ["deployments"]}),
+                resource(&alice, "get", "apps", "deployments", "", "ns", "d"),
+                true,
+            ),
+            // resources and subresources
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*"]}),
+                resource(&alice, "get", "", "pods", "log", "ns", "p"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}),
+                resource(&alice, "get", "", "pods", "status", "ns", "p"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/status"]}),
+                resource(&alice, "get", "", "pods", "status", "ns", "p"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/status"]}),
+                resource(&alice, "get", "", "pods", "", "ns", "p"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*/status"]}),
+                resource(&alice, "get", "", "services", "status", "ns", "s"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*/status"]}),
+                resource(&alice, "get", "", "services", "scale", "ns", "s"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*/status"]}),
+                resource(&alice, "get", "", "services", "", "ns", "s"),
+                false,
+            ),
+            // resourceNames: never a request without a name
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "get", "", "configmaps", "", "ns", "a"),
+                true,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "get", "", "configmaps", "", "ns", "b"),
+                false,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "list", "", "configmaps", "", "ns", ""),
+                false,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "create", "", "configmaps", "", "ns", ""),
+                false,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "watch", "", "configmaps", "", "ns", ""),
+                false,
+            ),
+            (
+                json!({"verbs": ["*"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"]}),
+                resource(&alice, "deletecollection", "", "configmaps", "", "ns", ""),
+                false,
+            ),
+            // nonResourceURLs
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["/healthz"]}),
+                path(&alice, "get", "/healthz"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["/healthz"]}),
+                path(&alice, "get", "/healthz/ping"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["/healthz*"]}),
+                path(&alice, "get", "/healthz/ping"),
+                true,
+            ),
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["/apis/*"]}),
+                path(&alice, "get", "/apis/apps/v1"),
+                true,
+            ),
+            (json!({"verbs": ["get"], "nonResourceURLs": ["*"]}), path(&alice, "get", "/version"), true),
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["/version"]}),
+                path(&alice, "post", "/version"),
+                false,
+            ),
+            // a non-resource rule never allows a resource request, nor the reverse
+            (
+                json!({"verbs": ["get"], "nonResourceURLs": ["*"]}),
+                resource(&alice, "get", "", "pods", "", "ns", "p"),
+                false,
+            ),
+            (
+                json!({"verbs": ["get"], "apiGroups": ["*"], "resources": ["*"]}),
+                path(&alice, "get", "/version"),
+                false,
+            ),
+        ];
+        for (index, (rule, attributes, allowed)) in cases.iter().enumerate() {
+            assert_eq!(rule_allows(attributes, rule), *allowed, "case {index}: {rule} for {attributes:?}");
+        }
+    }
+
+    fn policy() -> StaticPolicy {
+        let mut policy = StaticPolicy::default();
+        policy.add(cluster_role(
+            "pod-reader",
+            json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}]),
+        ));
+        policy.add(json!({"kind": "Role", "metadata": {"name": "cm-writer", "namespace": "team"},
+            "rules": [{"verbs": ["create"], "apiGroups": [""], "resources": ["configmaps"]}]}));
+        policy.add(binding(
+            "ClusterRoleBinding",
+            "",
+            "readers",
+            "ClusterRole",
+            "pod-reader",
+            json!([{"kind": "Group", "name": "readers"}]),
+        ));
+        policy.add(binding(
+            "RoleBinding",
+            "team",
+            "alice-reads",
+            "ClusterRole",
+            "pod-reader",
+            json!([{"kind": "User", "name": "alice"}]),
+        ));
+        policy.add(binding(
+            "RoleBinding",
+            "team",
+            "sa-writes",
+            "Role",
+            "cm-writer",
+            json!([{"kind": "ServiceAccount", "name": "builder"}]),
+        ));
+        policy.add(binding(
+            "RoleBinding",
+            "team",
+            "other-sa",
+            "Role",
+            "cm-writer",
+            json!([{"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}]),
+        ));
+        policy.add(binding(
+            "ClusterRoleBinding",
+            "",
+            "sa-no-namespace",
+            "ClusterRole",
+            "pod-reader",
+            json!([{"kind": "ServiceAccount", "name": "orphan"}]),
+        ));
+        policy.add(binding(
+            "RoleBinding",
+            "team",
+            "dangling",
+            "Role",
+            "missing",
+            json!([{"kind": "User", "name": "dan"}]),
+        ));
+        policy
+    }
+
+    #[test]
+    fn subjects_and_bindings_as_kube_resolves_them() {
+        let rbac = RbacAuthorizer::new(Box::new(policy()));
+        let alice = user("alice", &[]);
+        let reader = user("rita", &["readers"]);
+        let builder = user("system:serviceaccount:team:builder", &[]);
+        let builder_elsewhere = user("system:serviceaccount:other:builder", &[]);
+        let deployer = user("system:serviceaccount:ci:deployer", &[]);
+        let orphan = user("system:serviceaccount::orphan", &[]);
+        let masters = user("root", &[MASTERS_GROUP]);
+        let nobody = user("nobody", &[]);
+        let cases: Vec<(Attributes<'_>, bool)> = vec![
+            // a RoleBinding to a ClusterRole grants it in the binding's namespace only
+            (resource(&alice, "get", "", "pods", "", "team", "p"), true),
+            (resource(&alice, "get", "", "pods", "", "other", "p"), false),
+            (resource(&alice, "list", "", "pods", "", "", ""), false),
+            // a ClusterRoleBinding to a Group: every namespace and the cluster scope
+            (resource(&reader, "list", "", "pods", "", "", ""), true),
+            (resource(&reader, "get", "", "pods", "", "any", "p"), true),
+            (resource(&reader, "delete", "", "pods", "", "any", "p"), false),
+            // a ServiceAccount subject defaults to the binding's namespace
+            (resource(&builder, "create", "", "configmaps", "", "team", ""), true),
+            (resource(&builder_elsewhere, "create", "", "configmaps", "", "team", ""), false),
+            (resource(&deployer, "create", "", "configmaps", "", "team", ""), true),
+            // in a ClusterRoleBinding a ServiceAccount without a namespace matches no one
+            (resource(&orphan, "get", "", "pods", "", "team", "p"), false),
+            (resource(&masters, "delete", "apps", "deployments", "", "x", "y"), true),
+            (path(&masters, "post", "/anything"), true),
+            (resource(&nobody, "get", "", "pods", "", "team", "p"), false),
+        ];
+        for (index, (attributes, allowed)) in cases.iter().enumerate() {
+            assert_eq!(
+                rbac.authorize(attributes) == Decision::Allow,
+                *allowed,
+                "case {index}: {attributes:?}"
+            );
+        }
+        assert_eq!(
+            rbac.authorize(&resource(&nobody, "get", "", "pods", "", "team", "p")),
+            Decision::Deny(String::new())
+        );
+        let dan = user("dan", &[]);
+        assert_eq!(
+            rbac.authorize(&resource(&dan, "get", "", "pods", "", "team", "p")),
+            Decision::Deny(format!("RBAC: role.{GROUP} \"missing\" not found"))
+        );
+    }
+
+    #[test]
+    fn aggregated_cluster_roles_take_the_rules_of_the_roles_they_select() {
+        let mut policy = StaticPolicy::default();
+        policy.add(json!({"kind": "ClusterRole", "metadata": {"name": "monitoring"},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"aggregate-to-monitoring": "true"}}]},
+            "rules": []}));
+        policy.add(json!({"kind": "ClusterRole", "metadata": {"name": "extra", "labels": {"aggregate-to-monitoring": "true"}},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchExpressions": [{"key": "tier", "operator": "In", "values": ["deep"]}]}]},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["services"]}]}));
+        policy.add(json!({"kind": "ClusterRole", "metadata": {"name": "deeper", "labels": {"tier": "deep"}},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["endpoints"]}]}));
+        policy.add(json!({"kind": "ClusterRole", "metadata": {"name": "unlabelled"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]}));
+        policy.add(binding(
+            "ClusterRoleBinding",
+            "",
+            "m",
+            "ClusterRole",
+            "monitoring",
+            json!([{"kind": "User", "name": "mo"}]),
+        ));
+        let rbac = RbacAuthorizer::new(Box::new(policy));
+        let mo = user("mo", &[]);
+        assert_eq!(rbac.authorize(&resource(&mo, "get", "", "services", "", "a", "s")), Decision::Allow);
+        assert_eq!(rbac.authorize(&resource(&mo, "get", "", "endpoints", "", "a", "s")), Decision::Allow);
+        assert_eq!(
+            rbac.authorize(&resource(&mo, "get", "", "secrets", "", "a", "s")),
+            Decision::Deny(String::new())
+        );
+    }
+}
