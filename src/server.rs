@@ -71,6 +71,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     cache_config.ring.min_events = cache_config.ring.min_events.min(capacity);
     let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
+    crate::auth::bootstrap::ensure_policy(&storage).await.map_err(ServeError::Storage)?;
+    let authorizer: Arc<dyn crate::auth::Authorizer> = match args.authorization_mode() {
+        crate::cli::AuthorizationMode::AlwaysAllow => Arc::new(crate::auth::AlwaysAllow),
+        crate::cli::AuthorizationMode::Rbac => {
+            Arc::new(crate::auth::rbac::RbacAuthorizer::from_registry(Arc::clone(&registry)))
+        }
+    };
     api::crd::spawn_sync(Arc::clone(&registry));
     let metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     let inflight = (args.max_requests_inflight > 0)
@@ -80,7 +87,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         metrics,
         inflight,
         min_request_timeout: args.min_request_timeout,
-        authorizer: Arc::new(crate::auth::AlwaysAllow),
+        authorizer,
     });
     // The one startup line: scripts and tests read the address from it.
     println!("watchcache listening on http://{address} (storage: {description})");

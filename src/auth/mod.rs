@@ -6,6 +6,7 @@
 //! only then routes it. A decision is made per request and never cached across requests, so a
 //! change to what a user may do takes effect at once.
 
+pub mod bootstrap;
 pub mod rbac;
 
 use std::collections::BTreeMap;
