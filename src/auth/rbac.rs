@@ -338,6 +338,40 @@ impl Authorizer for RbacAuthorizer {
             _ => Decision::Deny(format!("RBAC: [{}]", errors.join(", "))),
         }
     }
+
+    fn rules_for(&self, user: &UserInfo, namespace: &str) -> super::RulesReview {
+        if user.in_group(MASTERS_GROUP) {
+            return super::RulesReview::everything();
+        }
+        let mut review = super::RulesReview::default();
+        let mut errors = Vec::new();
+        self.visit_rules_for(user, namespace, &mut errors, &mut |rule| {
+            if rule.get("nonResourceURLs").and_then(Value::as_array).is_some_and(|urls| !urls.is_empty()) {
+                review.non_resource_rules.push(serde_json::json!({
+                    "verbs": rule["verbs"],
+                    "nonResourceURLs": rule["nonResourceURLs"],
+                }));
+            } else {
+                let mut resource_rule = serde_json::json!({
+                    "verbs": rule["verbs"],
+                    "apiGroups": rule.get("apiGroups").cloned().unwrap_or_else(|| serde_json::json!([])),
+                    "resources": rule.get("resources").cloned().unwrap_or_else(|| serde_json::json!([])),
+                });
+                if let Some(names) =
+                    rule.get("resourceNames").filter(|names| names.as_array().is_some_and(|n| !n.is_empty()))
+                {
+                    resource_rule["resourceNames"] = names.clone();
+                }
+                review.resource_rules.push(resource_rule);
+            }
+            true
+        });
+        if !errors.is_empty() {
+            review.incomplete = true;
+            review.evaluation_error = errors.join(", ");
+        }
+        review
+    }
 }
 
 /// Policy held in memory: for tests and benchmarks.
