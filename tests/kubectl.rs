@@ -545,4 +545,13 @@ fn kubectl_auth_can_i_and_whoami() {
     assert_eq!(whoami["status"]["userInfo"]["groups"], json!(["system:masters", "system:authenticated"]));
     let table = kubectl.run(&["auth", "whoami"]);
     assert!(table.contains("system:admin"), "{table}");
+    // kube's columns for the RBAC types.
+    let bindings = kubectl.run(&["get", "clusterrolebindings", "system:public-info-viewer", "-o", "wide"]);
+    let header: Vec<&str> = bindings.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"], "{bindings}");
+    assert!(bindings.contains("ClusterRole/system:public-info-viewer"), "{bindings}");
+    assert!(bindings.contains("system:authenticated, system:unauthenticated"), "{bindings}");
+    let roles = kubectl.run(&["get", "clusterroles", "view"]);
+    let header: Vec<&str> = roles.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CREATED", "AT"], "{roles}");
 }
