@@ -120,6 +120,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1800", value_name = "DURATION", value_parser = parse_positive_duration)]
     pub min_request_timeout: Duration,
 
+    /// How requests are authorized: AlwaysAllow, or RBAC (kube's roles and bindings, served
+    /// under rbac.authorization.k8s.io/v1). Default: RBAC once an authenticator is configured,
+    /// AlwaysAllow otherwise.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub authorization_mode: Option<AuthorizationMode>,
+
     /// Under load, how long the watch cache may hold back waking watchers so that each socket
     /// write carries several events (at most this much added latency; 0 wakes them after every
     /// storage event batch). A duration such as 5ms.
@@ -193,6 +199,35 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// The values of `--authorization-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthorizationMode {
+    /// Every request is allowed.
+    #[value(name = "AlwaysAllow")]
+    AlwaysAllow,
+    /// kube's RBAC.
+    #[value(name = "RBAC")]
+    Rbac,
+}
+
+/// The authorization mode when `--authorization-mode` is not given: RBAC when authentication
+/// is configured, as kube-apiserver's defaults amount to, AlwaysAllow otherwise.
+pub fn default_authorization_mode(authentication_configured: bool) -> AuthorizationMode {
+    if authentication_configured {
+        AuthorizationMode::Rbac
+    } else {
+        AuthorizationMode::AlwaysAllow
+    }
+}
+
+impl ServeArgs {
+    /// The authorization mode: the flag's, or the default for whether authentication is
+    /// configured.
+    pub fn authorization_mode(&self, authentication_configured: bool) -> AuthorizationMode {
+        self.authorization_mode.unwrap_or_else(|| default_authorization_mode(authentication_configured))
+    }
+}
+
 /// The values of `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -264,5 +299,19 @@ mod tests {
         for bad in ["", "Mi", "1.5Gi", "-1", "3X", "99999999999Ti"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn authorization_defaults_to_rbac_only_with_authentication() {
+        assert_eq!(default_authorization_mode(true), AuthorizationMode::Rbac);
+        assert_eq!(default_authorization_mode(false), AuthorizationMode::AlwaysAllow);
+        let parse = |extra: &[&str]| {
+            let Command::Serve(args) =
+                Cli::parse_from(["watchcache", "serve"].iter().chain(extra.iter())).command;
+            args.authorization_mode(false)
+        };
+        assert_eq!(parse(&[]), AuthorizationMode::AlwaysAllow);
+        assert_eq!(parse(&["--authorization-mode=RBAC"]), AuthorizationMode::Rbac);
+        assert_eq!(parse(&["--authorization-mode", "AlwaysAllow"]), AuthorizationMode::AlwaysAllow);
     }
 }

@@ -106,6 +106,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let registry = Arc::new(Registry::new(Arc::clone(&storage), cache_config));
     create_default_namespaces(&storage).await?;
+    crate::auth::bootstrap::ensure_policy(&storage).await.map_err(ServeError::Storage)?;
+    let authorizer: Arc<dyn crate::auth::Authorizer> =
+        match args.authorization_mode(authenticator.is_configured()) {
+            crate::cli::AuthorizationMode::AlwaysAllow => Arc::new(crate::auth::AlwaysAllow),
+            crate::cli::AuthorizationMode::Rbac => {
+                Arc::new(crate::auth::rbac::RbacAuthorizer::from_registry(Arc::clone(&registry)))
+            }
+        };
     api::crd::spawn_sync(Arc::clone(&registry));
     let mut metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     if !args.etcd_compaction_interval.is_zero() {
@@ -128,7 +136,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         mutating_inflight,
         watches,
         min_request_timeout: args.min_request_timeout,
-        authorizer: Arc::new(crate::auth::AlwaysAllow),
+        authorizer,
         authenticator: Arc::new(authenticator),
     });
     // The one startup line: scripts and tests read the address from it.

@@ -76,6 +76,9 @@ async fn discovery_describes_the_served_resources() {
         "node.k8s.io",
         "autoscaling",
         "certificates.k8s.io",
+        "rbac.authorization.k8s.io",
+        "authorization.k8s.io",
+        "authentication.k8s.io",
     ] {
         assert!(names.contains(&group), "{names:?}");
     }
@@ -148,6 +151,24 @@ async fn discovery_describes_the_served_resources() {
             ("cronjobs/status", "CronJob", &Value::Null),
             ("jobs", "Job", &json!([])),
             ("jobs/status", "Job", &Value::Null),
+        ]
+    );
+    let rbac = http.get("/apis/rbac.authorization.k8s.io/v1").await.json();
+    let rbac: Vec<(&str, &str, bool)> = rbac["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["name"].as_str().unwrap(), r["kind"].as_str().unwrap(), r["namespaced"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        rbac,
+        [
+            ("clusterrolebindings", "ClusterRoleBinding", false),
+            ("clusterroles", "ClusterRole", false),
+            ("rolebindings", "RoleBinding", true),
+            ("roles", "Role", true),
         ]
     );
     let openapi_batch = http.get("/openapi/v3/apis/batch/v1").await.json();

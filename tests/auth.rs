@@ -253,7 +253,9 @@ fn plain_get(address: &str) -> (u16, String) {
 async fn static_tokens_authenticate_and_bad_or_missing_ones_are_401() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "good-token-1,alice,uid-1,\"dev,ops\"\n").unwrap();
+    // alice is an admin; bob has no permission at all (RBAC is the default with authentication).
+    std::fs::write(&tokens, "good-token-1,alice,uid-1,\"dev,system:masters\"\nbob-token,bob,uid-2,\n")
+        .unwrap();
     let server = Server::start(
         &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("token-auth-file", &tokens)],
         2,
@@ -266,6 +268,9 @@ async fn static_tokens_authenticate_and_bad_or_missing_ones_are_401() {
     };
     let (status, body, _) = get("/api/v1/namespaces", Some("good-token-1")).await;
     assert_eq!(status, 200, "{body}");
+    let (status, body, _) = get("/api/v1/namespaces", Some("bob-token")).await;
+    assert_eq!(status, 403, "authenticated but not authorized: {body}");
+    assert!(body.contains(r#"User \"bob\" cannot list resource \"namespaces\""#), "{body}");
     for token in [Some("wrong-token"), None] {
         let (status, body, _) = get("/api/v1/pods", token).await;
         assert_eq!(status, 401, "{body}");
@@ -335,7 +340,7 @@ async fn client_certificates_of_the_client_ca_authenticate_and_others_are_refuse
         2,
     );
     let ca = self_signed_ca(dir.path());
-    let (cert, key) = issue(&client_ca, &[], "alice", &["dev", "ops"], true);
+    let (cert, key) = issue(&client_ca, &[], "alice", &["dev", "system:masters"], true);
     for alpn in [&b"h2"[..], b"http/1.1"] {
         let config = client_config(&ca, Some(identity(&cert, &key)), alpn);
         let (status, body, _) =
@@ -561,16 +566,28 @@ fn kubectl_works_with_the_written_kubeconfig_alone() {
     };
     kubectl(&["create", "serviceaccount", "robot"]);
     let token = kubectl(&["create", "token", "robot", "--duration=20m"]);
-    let (status, body, _) = runtime
-        .block_on(request(
-            &server.address,
-            client_config(&ca, None, b"h2"),
-            "GET",
-            "/api/v1/namespaces/default/serviceaccounts",
-            Some(token.trim()),
-            None,
-        ))
-        .unwrap();
+    // RBAC is on (authentication is): the robot may read once bound to the view role.
+    kubectl(&["create", "rolebinding", "robot-view", "--clusterrole=view", "--serviceaccount=default:robot"]);
+    // The binding reaches the authorizer through the watch cache: allow it a moment.
+    let mut answer = (0, String::new());
+    for _ in 0..40 {
+        let (status, body, _) = runtime
+            .block_on(request(
+                &server.address,
+                client_config(&ca, None, b"h2"),
+                "GET",
+                "/api/v1/namespaces/default/serviceaccounts",
+                Some(token.trim()),
+                None,
+            ))
+            .unwrap();
+        answer = (status, body);
+        if answer.0 != 403 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let (status, body) = answer;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("robot"), "{body}");
 }
@@ -592,6 +609,8 @@ async fn service_account_tokens_from_token_request_authenticate_and_tampered_or_
             &path_arg("token-auth-file", &tokens),
             &path_arg("service-account-key-file", &public_file),
             &path_arg("service-account-signing-key-file", &private_file),
+            // What is tested here is who the token says one is, not what one may do.
+            "--authorization-mode=AlwaysAllow",
         ],
         2,
     );

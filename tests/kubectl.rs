@@ -543,3 +543,41 @@ fn kubectl_scale_writes_the_scale_subresource() {
     assert!(!refused.status.success(), "a wrong --current-replicas is refused");
     assert_eq!(kubectl.json(&["get", "deployment", "web"])["spec"]["replicas"], 3);
 }
+
+#[test]
+fn kubectl_auth_can_i_and_whoami() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&["--in-memory", "--authorization-mode=RBAC"]);
+    server.wait_ready(std::time::Duration::from_secs(30));
+    let kubectl = Kubectl::new(&server.address, dir.path());
+    // Without authentication kubectl is the loopback admin, in system:masters.
+    assert_eq!(kubectl.run(&["auth", "can-i", "create", "deployments.apps"]).trim(), "yes");
+    assert_eq!(kubectl.run(&["auth", "can-i", "get", "/healthz"]).trim(), "yes");
+    assert_eq!(
+        kubectl.run(&["auth", "can-i", "delete", "pods", "-n", "kube-system", "--subresource=status"]).trim(),
+        "yes"
+    );
+    let list = kubectl.run(&["auth", "can-i", "--list"]);
+    let header = list.lines().next().unwrap_or_default();
+    assert!(header.contains("Resources") && header.contains("Verbs"), "{list}");
+    assert!(list.lines().any(|line| line.starts_with("*.*") && line.contains("[*]")), "{list}");
+    assert!(
+        list.lines().any(|line| line.trim_start().starts_with("[*]") || line.contains("  [*]  ")),
+        "{list}"
+    );
+    let whoami = kubectl.json(&["auth", "whoami"]);
+    assert_eq!(whoami["kind"], "SelfSubjectReview");
+    assert_eq!(whoami["status"]["userInfo"]["username"], "system:admin");
+    assert_eq!(whoami["status"]["userInfo"]["groups"], json!(["system:masters", "system:authenticated"]));
+    let table = kubectl.run(&["auth", "whoami"]);
+    assert!(table.contains("system:admin"), "{table}");
+    // kube's columns for the RBAC types.
+    let bindings = kubectl.run(&["get", "clusterrolebindings", "system:public-info-viewer", "-o", "wide"]);
+    let header: Vec<&str> = bindings.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"], "{bindings}");
+    assert!(bindings.contains("ClusterRole/system:public-info-viewer"), "{bindings}");
+    assert!(bindings.contains("system:authenticated, system:unauthenticated"), "{bindings}");
+    let roles = kubectl.run(&["get", "clusterroles", "view"]);
+    let header: Vec<&str> = roles.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CREATED", "AT"], "{roles}");
+}

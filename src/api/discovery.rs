@@ -29,6 +29,12 @@ fn groups(registry: &Registry) -> BTreeMap<String, Vec<String>> {
             versions.push(resource.ty.version.clone());
         }
     }
+    for review in super::reviews::REVIEWS {
+        let versions = groups.entry(review.group.to_owned()).or_default();
+        if !versions.iter().any(|version| version == "v1") {
+            versions.push("v1".to_owned());
+        }
+    }
     groups
 }
 
@@ -111,6 +117,17 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 "version": "v1",
                 "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    if version == "v1" {
+        for review in super::reviews::REVIEWS.iter().filter(|review| review.group == group) {
+            resources.push(json!({
+                "name": review.plural,
+                "singularName": review.kind.to_lowercase(),
+                "namespaced": false,
+                "kind": review.kind,
+                "verbs": ["create"],
             }));
         }
     }

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod printers;
 pub mod request;
+pub mod reviews;
 pub mod status;
 pub mod watch;
 
@@ -407,6 +408,16 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
         return discovery::resource_list(&state.registry, &parsed.group, &parsed.version)
             .map(|document| json_value(&document))
             .ok_or_else(ApiError::no_route);
+    }
+    if parsed.namespace.is_none() && parsed.name.is_none() {
+        let review =
+            parsed.plural.as_deref().and_then(|plural| reviews::find(&parsed.group, &parsed.version, plural));
+        if let Some(review) = review {
+            let user = reviews::requesting_user(&request);
+            let (parts, body) = request.into_parts();
+            let body = read_body(&parts.headers, body).await?;
+            return reviews::handle(state, review, &method, &parts.headers, &user, &body);
+        }
     }
     let target = handlers::Target::resolve(state, &parsed)?;
     let query = request::parse_query(request.uri().query())?;

@@ -386,6 +386,17 @@ const RUNTIME_CLASS_COLUMNS: &[Column<'static>] = &[
     column("Handler", "string", "Handler specifies the underlying runtime and configuration that the CRI implementation will use to handle pods of this class. The possible values are specific to the node & CRI configuration.  It is assumed that all handlers are available on every node, and handlers of the same name are equivalent on every node. For example, a handler called \"runc\" might specify that the runc OCI runtime (using native Linux containers) will be used to run the containers in a pod. The Handler must be lowercase, conform to the DNS Label (RFC 1123) requirements, and is immutable."),
     AGE,
 ];
+/// kube's printers for Role and ClusterRole: the name and the creation time.
+const ROLE_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
+/// kube's printers for RoleBinding and ClusterRoleBinding.
+const BINDING_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Role", "string", "RoleRef to the role being bound."),
+    AGE,
+    wide("Users", "string", "Users in the binding."),
+    wide("Groups", "string", "Groups in the binding."),
+    wide("ServiceAccounts", "string", "ServiceAccounts in the binding."),
+];
 /// kube-apiserver's default Table (`rest.NewDefaultTableConvertor`), which CRDs use.
 const DEFAULT_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
 
@@ -456,6 +467,10 @@ impl<'a> Printer<'a> {
                 | ("autoscaling", "horizontalpodautoscalers")
                 | ("certificates.k8s.io", "certificatesigningrequests") => {
                     Some((DEFAULT_COLUMNS, default_row))
+                }
+                ("rbac.authorization.k8s.io", "roles" | "clusterroles") => Some((ROLE_COLUMNS, default_row)),
+                ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+                    Some((BINDING_COLUMNS, binding_row))
                 }
                 _ => None,
             };
@@ -1335,6 +1350,36 @@ fn ingress_row(ingress: &Value, now: Timestamp) -> Row {
         json!(address),
         json!(ports),
         age(ingress, now),
+    ]
+    .into()
+}
+
+/// kube's RoleBinding row: `Kind/name` of the role, then the subjects by kind
+/// (service accounts as `namespace/name`).
+fn binding_row(binding: &Value, now: Timestamp) -> Row {
+    let role = format!("{}/{}", text(binding, "/roleRef/kind"), text(binding, "/roleRef/name"));
+    let subjects = at(binding, "/subjects").as_array().cloned().unwrap_or_default();
+    let of_kind = |kind: &str| {
+        subjects
+            .iter()
+            .filter(|subject| text(subject, "/kind") == kind)
+            .map(|subject| {
+                if kind == "ServiceAccount" {
+                    format!("{}/{}", text(subject, "/namespace"), text(subject, "/name"))
+                } else {
+                    text(subject, "/name").to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        name(binding),
+        json!(role),
+        age(binding, now),
+        json!(of_kind("User")),
+        json!(of_kind("Group")),
+        json!(of_kind("ServiceAccount")),
     ]
     .into()
 }

@@ -6,6 +6,9 @@
 //! only then routes it. A decision is made per request and never cached across requests, so a
 //! change to what a user may do takes effect at once.
 
+pub mod bootstrap;
+pub mod rbac;
+
 use std::collections::BTreeMap;
 
 pub mod authn;
@@ -101,6 +104,37 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     /// The decision for `attributes`.
     fn authorize(&self, attributes: &Attributes<'_>) -> Decision;
+
+    /// What `user` may do in `namespace` (kube's `RuleResolver.RulesFor`, for
+    /// SelfSubjectRulesReview). An authorizer that cannot list its rules says it is incomplete.
+    fn rules_for(&self, _user: &UserInfo, _namespace: &str) -> RulesReview {
+        RulesReview { incomplete: true, ..RulesReview::default() }
+    }
+}
+
+/// The rules a user has, as a SelfSubjectRulesReview's status gives them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulesReview {
+    /// `resourceRules`: verbs, apiGroups, resources, resourceNames.
+    pub resource_rules: Vec<serde_json::Value>,
+    /// `nonResourceRules`: verbs, nonResourceURLs.
+    pub non_resource_rules: Vec<serde_json::Value>,
+    /// Whether the list may be missing rules.
+    pub incomplete: bool,
+    /// Why it is incomplete ("" if not).
+    pub evaluation_error: String,
+}
+
+impl RulesReview {
+    /// Everything allowed, as kube's AlwaysAllow and privileged-group authorizers list it.
+    pub fn everything() -> RulesReview {
+        RulesReview {
+            resource_rules: vec![serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})],
+            non_resource_rules: vec![serde_json::json!({"verbs": ["*"], "nonResourceURLs": ["*"]})],
+            incomplete: false,
+            evaluation_error: String::new(),
+        }
+    }
 }
 
 /// `--authorization-mode=AlwaysAllow`.
@@ -110,6 +144,10 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     fn authorize(&self, _attributes: &Attributes<'_>) -> Decision {
         Decision::Allow
+    }
+
+    fn rules_for(&self, _user: &UserInfo, _namespace: &str) -> RulesReview {
+        RulesReview::everything()
     }
 }
 

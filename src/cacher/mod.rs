@@ -355,6 +355,12 @@ impl Cacher {
         tokio::time::timeout(timeout, ready.wait_for(|ready| *ready)).await.is_ok_and(|result| result.is_ok())
     }
 
+    /// The cache's current objects, without waiting and without reading storage (the
+    /// authorizer evaluates RBAC policy from it on every request).
+    pub fn current_snapshot(&self) -> Arc<store::Snapshot> {
+        self.shared.store.current()
+    }
+
     /// The revision the cache has reached.
     pub fn revision(&self) -> Revision {
         *self.shared.revision.borrow()

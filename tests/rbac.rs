@@ -1,0 +1,182 @@
+//! RBAC over real sockets: the real binary with `--authorization-mode=RBAC`. Without
+//! authentication every request is the loopback admin's (system:masters), so other users are
+//! asked about through SubjectAccessReview, which runs the same evaluator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Http, ServerProcess};
+use serde_json::{json, Value};
+
+async fn can(http: &Http, user: &str, groups: &[&str], verb: &str, resource: &str, namespace: &str) -> Value {
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": groups,
+            "resourceAttributes": {"verb": verb, "group": "", "resource": resource, "namespace": namespace},
+        },
+    });
+    let reply = http.send_json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &review).await;
+    assert_eq!(reply.status, 201, "{}", reply.json());
+    let answer = reply.json();
+    assert_eq!(answer["kind"], "SubjectAccessReview");
+    answer["status"].clone()
+}
+
+/// Makes sure the RBAC caches have seen every write so far: a consistent list is served once
+/// the cache has reached storage's current revision.
+async fn settle(http: &Http) {
+    for path in [
+        "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+        "/apis/rbac.authorization.k8s.io/v1/roles",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    ] {
+        assert_eq!(http.get(path).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn subject_access_reviews_follow_bindings_as_they_change() {
+    let server = ServerProcess::start(&["--in-memory", "--authorization-mode=RBAC"]);
+    server.wait_ready(Duration::from_secs(30));
+    let http = Http::new(&server.address, false);
+    settle(&http).await;
+
+    // The bootstrap policy is there.
+    let admin = http.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin").await;
+    assert_eq!(admin.status, 200);
+    let binding =
+        http.get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/cluster-admin").await.json();
+    assert_eq!(binding["subjects"][0]["name"], "system:masters");
+
+    assert_eq!(can(&http, "alice", &[], "list", "pods", "default").await, json!({"allowed": false}));
+    assert_eq!(can(&http, "root", &["system:masters"], "delete", "pods", "default").await["allowed"], true);
+    let discovery = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "u", "groups": ["system:authenticated"], "nonResourceAttributes": {"verb": "get", "path": "/apis"}},
+    });
+    let reply =
+        http.send_json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &discovery).await;
+    assert_eq!(reply.json()["status"]["allowed"], true);
+
+    // A RoleBinding to the bootstrap view role grants it in its namespace only.
+    let view = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "alice-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    });
+    let created = http
+        .send_json("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", &view)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    settle(&http).await;
+    assert_eq!(can(&http, "alice", &[], "list", "pods", "default").await, json!({"allowed": true}));
+    assert_eq!(can(&http, "alice", &[], "list", "pods", "kube-system").await["allowed"], false);
+    assert_eq!(can(&http, "alice", &[], "create", "pods", "default").await["allowed"], false);
+    assert_eq!(can(&http, "alice", &[], "get", "secrets", "default").await["allowed"], false);
+
+    // A ServiceAccount subject through a namespaced Role.
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "cm-writer", "namespace": "default"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}],
+    });
+    let sa_binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "builder", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-writer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "builder"}],
+    });
+    assert_eq!(
+        http.send_json("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles", &role)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        http.send_json(
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+            &sa_binding
+        )
+        .await
+        .status,
+        201
+    );
+    settle(&http).await;
+    assert_eq!(
+        can(&http, "system:serviceaccount:default:builder", &[], "create", "configmaps", "default").await
+            ["allowed"],
+        true
+    );
+    assert_eq!(
+        can(&http, "system:serviceaccount:other:builder", &[], "create", "configmaps", "default").await
+            ["allowed"],
+        false
+    );
+
+    // Deleted: denied again.
+    let deleted = http
+        .request(
+            "DELETE",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/alice-view",
+            "",
+            b"",
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    settle(&http).await;
+    assert_eq!(can(&http, "alice", &[], "list", "pods", "default").await, json!({"allowed": false}));
+
+    // A review names a user or a group.
+    let empty = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
+    assert_eq!(
+        http.send_json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &empty).await.status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn reviews_are_create_only_in_discovery_and_not_stored() {
+    let server = ServerProcess::start(&["--in-memory", "--authorization-mode=RBAC"]);
+    server.wait_ready(Duration::from_secs(30));
+    let http = Http::new(&server.address, false);
+    let authorization = http.get("/apis/authorization.k8s.io/v1").await.json();
+    let names: Vec<&str> =
+        authorization["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["selfsubjectaccessreviews", "selfsubjectrulesreviews", "subjectaccessreviews"]);
+    for resource in authorization["resources"].as_array().unwrap() {
+        assert_eq!(resource["verbs"], json!(["create"]));
+    }
+    let authentication = http.get("/apis/authentication.k8s.io/v1").await.json();
+    assert_eq!(authentication["resources"][0]["name"], "selfsubjectreviews");
+    let rbac = http.get("/apis/rbac.authorization.k8s.io/v1").await.json();
+    let names: Vec<&str> =
+        rbac["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["clusterrolebindings", "clusterroles", "rolebindings", "roles"]);
+    let groups = http.get("/apis").await.json().to_string();
+    assert!(groups.contains("authorization.k8s.io/v1") && groups.contains("authentication.k8s.io/v1"));
+
+    let listed = http.get("/apis/authorization.k8s.io/v1/subjectaccessreviews").await;
+    assert_eq!(listed.status, 405);
+
+    let whoami = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let reply = http.send_json("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", &whoami).await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json()["status"]["userInfo"]["username"], "system:admin");
+
+    let rules = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": "default"}});
+    let reply = http.send_json("POST", "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", &rules).await;
+    assert_eq!(reply.json()["status"]["resourceRules"][0]["verbs"], json!(["*"]));
+
+    // A watch is authorized like any request: the loopback admin may watch roles.
+    let mut watch = http.watch("/apis/rbac.authorization.k8s.io/v1/clusterroles?watch=true").await;
+    let first = watch.next_event().await.expect("an ADDED event");
+    assert_eq!(first["type"], "ADDED");
+}
