@@ -1,7 +1,8 @@
 //! `--authorization-mode=RBAC`: kube's RBAC authorizer (`plugin/pkg/auth/authorizer/rbac`),
 //! evaluated on every request from the watch caches of roles, rolebindings, clusterroles and
-//! clusterrolebindings. Nothing is cached across requests: each decision reads the caches'
-//! current snapshots, so a binding created or deleted takes effect with the next request.
+//! clusterrolebindings. No decision is cached across requests: each reads the caches' current
+//! snapshots (their objects decoded once per change, see [`CachePolicy`]), so a binding created
+//! or deleted takes effect with the next request after the cache has it.
 //!
 //! Matching follows kube's `pkg/apis/rbac/v1/evaluation_helpers.go` exactly (`VerbMatches`,
 //! `APIGroupMatches`, `ResourceMatches`, `ResourceNameMatches`, `NonResourceURLMatches`).
@@ -16,6 +17,8 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use serde_json::Value;
 
@@ -40,27 +43,69 @@ pub trait PolicySource: Send + Sync {
 }
 
 /// Policy read from the registry's watch caches (their current snapshots; never storage).
+///
+/// Each RBAC type's objects are decoded from JSON once per change of its cache, not once per
+/// request: the decoded objects are kept with the revision of the snapshot's last change, and
+/// a request that finds the cache changed since decodes the new snapshot (RBAC objects change
+/// rarely; requests are many). A write to a binding is still seen by the first request after
+/// the cache has it.
 pub struct CachePolicy {
     registry: Arc<Registry>,
+    /// Per plural (in [`PLURALS`] order), the decoded objects of the snapshot last read.
+    decoded: [ArcSwapOption<Decoded>; 4],
+}
+
+/// The RBAC plurals, in the order of [`CachePolicy::decoded`].
+const PLURALS: [&str; 4] = ["roles", "rolebindings", "clusterroles", "clusterrolebindings"];
+
+/// One snapshot's objects of one RBAC type, decoded.
+struct Decoded {
+    /// The snapshot's last change: while it is unchanged, so are these.
+    changed: crate::storage::Revision,
+    /// By storage key.
+    objects: std::collections::BTreeMap<Arc<str>, Arc<Value>>,
 }
 
 impl CachePolicy {
     /// Reads the RBAC types' caches in `registry`.
     pub fn new(registry: Arc<Registry>) -> CachePolicy {
-        CachePolicy { registry }
+        CachePolicy { registry, decoded: Default::default() }
+    }
+
+    /// The decoded objects of `plural` as its cache has them now, and its storage prefix.
+    fn decoded(&self, plural: &str) -> Option<(Arc<Decoded>, Arc<crate::registry::Resource>)> {
+        let index = PLURALS.iter().position(|candidate| *candidate == plural)?;
+        let resource = self.registry.get(GROUP, "v1", plural)?;
+        let snapshot = resource.cacher.current_snapshot();
+        if let Some(decoded) = self.decoded[index].load_full() {
+            // The same last change is the same state.
+            if decoded.changed == snapshot.changed {
+                return Some((decoded, resource));
+            }
+        }
+        let objects = snapshot
+            .range("", None)
+            .filter_map(|object| decode(&object.json).map(|value| (Arc::clone(&object.key), value)))
+            .collect();
+        let decoded = Arc::new(Decoded { changed: snapshot.changed, objects });
+        self.decoded[index].store(Some(Arc::clone(&decoded)));
+        Some((decoded, resource))
     }
 
     fn objects(&self, plural: &str, prefix_tail: &str) -> Vec<Arc<Value>> {
-        let Some(resource) = self.registry.get(GROUP, "v1", plural) else { return Vec::new() };
-        let snapshot = resource.cacher.current_snapshot();
+        let Some((decoded, resource)) = self.decoded(plural) else { return Vec::new() };
         let prefix = format!("{}{prefix_tail}", resource.ty.storage_prefix);
-        snapshot.range(&prefix, None).filter_map(|object| decode(&object.json)).collect()
+        decoded
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix.as_str()))
+            .map(|(_, value)| Arc::clone(value))
+            .collect()
     }
 
     fn object(&self, plural: &str, namespace: Option<&str>, name: &str) -> Option<Arc<Value>> {
-        let resource = self.registry.get(GROUP, "v1", plural)?;
-        let snapshot = resource.cacher.current_snapshot();
-        snapshot.get(&resource.ty.key(namespace, name)).and_then(|object| decode(&object.json))
+        let (decoded, resource) = self.decoded(plural)?;
+        decoded.objects.get(resource.ty.key(namespace, name).as_str()).cloned()
     }
 }
 
