@@ -180,3 +180,58 @@ async fn reviews_are_create_only_in_discovery_and_not_stored() {
     let first = watch.next_event().await.expect("an ADDED event");
     assert_eq!(first["type"], "ADDED");
 }
+
+/// A ClusterRole's rules, its own and those it aggregates, are resolved once per change of the
+/// ClusterRoles: a change to the role, or a new role its selector matches, is seen by the next
+/// decision after the cache has it.
+#[tokio::test]
+async fn changes_to_cluster_roles_and_their_aggregation_take_effect() {
+    let server = ServerProcess::start(&["--in-memory", "--authorization-mode=RBAC"]);
+    server.wait_ready(Duration::from_secs(30));
+    let http = Http::new(&server.address, false);
+    let roles = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let reader = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "reader"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"example.com/aggregate-to-reader": "true"}}]},
+        "rules": [],
+    });
+    assert_eq!(http.send_json("POST", roles, &reader).await.status, 201);
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bob-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}],
+    });
+    let created =
+        http.send_json("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", &binding).await;
+    assert_eq!(created.status, 201);
+    settle(&http).await;
+    assert_eq!(can(&http, "bob", &[], "list", "secrets", "default").await["allowed"], false);
+
+    // A role that the selector matches brings its rules in.
+    let secrets = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "secret-lister", "labels": {"example.com/aggregate-to-reader": "true"}},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+    });
+    assert_eq!(http.send_json("POST", roles, &secrets).await.status, 201);
+    settle(&http).await;
+    assert_eq!(can(&http, "bob", &[], "list", "secrets", "default").await["allowed"], true);
+    assert_eq!(can(&http, "bob", &[], "list", "pods", "default").await["allowed"], false);
+
+    // A change to the aggregating role's own rules.
+    let mut updated = http.get(&format!("{roles}/reader")).await.json();
+    updated["rules"] = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]);
+    assert_eq!(http.send_json("PUT", &format!("{roles}/reader"), &updated).await.status, 200);
+    settle(&http).await;
+    assert_eq!(can(&http, "bob", &[], "list", "pods", "default").await["allowed"], true);
+
+    // The aggregated role loses its label: its rules go.
+    let mut unlabelled = http.get(&format!("{roles}/secret-lister")).await.json();
+    unlabelled["metadata"]["labels"] = json!({});
+    assert_eq!(http.send_json("PUT", &format!("{roles}/secret-lister"), &unlabelled).await.status, 200);
+    settle(&http).await;
+    assert_eq!(can(&http, "bob", &[], "list", "secrets", "default").await["allowed"], false);
+    assert_eq!(can(&http, "bob", &[], "list", "pods", "default").await["allowed"], true);
+}

@@ -38,6 +38,11 @@ pub trait PolicySource: Send + Sync {
     fn role(&self, namespace: &str, name: &str) -> Option<Arc<Value>>;
     /// The ClusterRole `name`.
     fn cluster_role(&self, name: &str) -> Option<Arc<Value>>;
+    /// A number that changes whenever any ClusterRole changes, if the source has one: the
+    /// authorizer then resolves each ClusterRole's (aggregated) rules once per value of it.
+    fn cluster_roles_generation(&self) -> Option<crate::storage::Revision> {
+        None
+    }
     /// Every ClusterRole (for aggregation).
     fn cluster_roles(&self) -> Vec<Arc<Value>>;
 }
@@ -129,17 +134,28 @@ impl PolicySource for CachePolicy {
     fn cluster_roles(&self) -> Vec<Arc<Value>> {
         self.objects("clusterroles", "")
     }
+    fn cluster_roles_generation(&self) -> Option<crate::storage::Revision> {
+        self.decoded("clusterroles").map(|(decoded, _)| decoded.changed)
+    }
 }
 
 /// kube's RBAC authorizer over a [`PolicySource`].
 pub struct RbacAuthorizer {
     source: Box<dyn PolicySource>,
+    /// Each ClusterRole's rules, aggregated, as of one generation of the ClusterRoles.
+    resolved: arc_swap::ArcSwap<ResolvedRoles>,
+}
+
+#[derive(Default)]
+struct ResolvedRoles {
+    generation: Option<crate::storage::Revision>,
+    rules: std::collections::HashMap<String, Arc<Vec<Value>>>,
 }
 
 impl RbacAuthorizer {
     /// An authorizer reading `source`.
     pub fn new(source: Box<dyn PolicySource>) -> RbacAuthorizer {
-        RbacAuthorizer { source }
+        RbacAuthorizer { source, resolved: Default::default() }
     }
 
     /// An authorizer reading the registry's RBAC caches.
@@ -163,7 +179,7 @@ impl RbacAuthorizer {
             }
             match self.role_rules(&binding["roleRef"], "") {
                 Ok(rules) => {
-                    for rule in &rules {
+                    for rule in rules.iter() {
                         if !visit(rule) {
                             return;
                         }
@@ -181,7 +197,7 @@ impl RbacAuthorizer {
             }
             match self.role_rules(&binding["roleRef"], namespace) {
                 Ok(rules) => {
-                    for rule in &rules {
+                    for rule in rules.iter() {
                         if !visit(rule) {
                             return;
                         }
@@ -193,19 +209,44 @@ impl RbacAuthorizer {
     }
 
     /// The rules of the role a binding refers to (kube's `GetRoleReferenceRules`).
-    fn role_rules(&self, role_ref: &Value, namespace: &str) -> Result<Vec<Value>, String> {
+    fn role_rules(&self, role_ref: &Value, namespace: &str) -> Result<Arc<Vec<Value>>, String> {
         let name = role_ref["name"].as_str().unwrap_or_default();
         match role_ref["kind"].as_str().unwrap_or_default() {
             "Role" => match self.source.role(namespace, name) {
-                Some(role) => Ok(rules_of(&role)),
+                Some(role) => Ok(Arc::new(rules_of(&role))),
                 None => Err(format!("role.{GROUP} \"{name}\" not found")),
             },
-            "ClusterRole" => match self.source.cluster_role(name) {
-                Some(role) => Ok(self.cluster_role_rules(&role)),
-                None => Err(format!("clusterrole.{GROUP} \"{name}\" not found")),
-            },
+            "ClusterRole" => self.resolved_cluster_role(name),
             kind => Err(format!("unsupported role reference kind: \"{kind}\"")),
         }
+    }
+
+    /// A ClusterRole's rules, aggregated, resolved once per generation of the ClusterRoles when
+    /// the source counts them (at most one resolution per ClusterRole per change of any).
+    fn resolved_cluster_role(&self, name: &str) -> Result<Arc<Vec<Value>>, String> {
+        let generation = self.source.cluster_roles_generation();
+        if generation.is_some() {
+            let resolved = self.resolved.load();
+            if resolved.generation == generation {
+                if let Some(rules) = resolved.rules.get(name) {
+                    return Ok(Arc::clone(rules));
+                }
+            }
+        }
+        let Some(role) = self.source.cluster_role(name) else {
+            return Err(format!("clusterrole.{GROUP} \"{name}\" not found"));
+        };
+        let rules = Arc::new(self.cluster_role_rules(&role));
+        if generation.is_some() {
+            // Copy on write: a handful of ClusterRoles are bound, so this happens a handful of
+            // times per change; concurrent resolutions at worst repeat one another.
+            let current = self.resolved.load_full();
+            let mut map =
+                if current.generation == generation { current.rules.clone() } else { Default::default() };
+            map.insert(name.to_owned(), Arc::clone(&rules));
+            self.resolved.store(Arc::new(ResolvedRoles { generation, rules: map }));
+        }
+        Ok(rules)
     }
 
     /// A ClusterRole's rules, with those of the roles it aggregates.
