@@ -629,7 +629,6 @@ impl Cacher {
             revision: listed.revision,
             changed: listed.revision,
             objects: listed.items.into_iter().map(|object| (Arc::clone(&object.key), object)).collect(),
-            published: std::time::Instant::now(),
         }))
     }
 

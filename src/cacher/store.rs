@@ -43,8 +43,6 @@ pub struct Snapshot {
     pub changed: Revision,
     /// The objects, by storage key.
     pub objects: OrdMap<Arc<str>, Arc<CachedObject>>,
-    /// When it was published.
-    pub published: Instant,
 }
 
 impl Snapshot {
@@ -167,12 +165,7 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// An empty store at `revision`.
     pub fn new(limits: StoreLimits, revision: Revision) -> StoreWriter {
-        let snapshot = Arc::new(Snapshot {
-            revision,
-            changed: revision,
-            objects: OrdMap::new(),
-            published: Instant::now(),
-        });
+        let snapshot = Arc::new(Snapshot { revision, changed: revision, objects: OrdMap::new() });
         let store = Arc::new(Store { current: ArcSwap::new(snapshot), retained: SkipMap::new() });
         StoreWriter {
             store,
@@ -239,7 +232,6 @@ impl StoreWriter {
             revision: self.revision,
             changed: self.changed,
             objects: self.working.clone(),
-            published: now,
         });
         self.store.current.store(snapshot);
         self.trim(now);
