@@ -526,10 +526,8 @@ async fn paginated_lists_read_their_revision_from_retained_snapshots() {
     assert_eq!(cacher.stats().storage_fallbacks, 0, "pages came from the cache");
 }
 
-/// Retention is by time, not by writes: a list paged from the cache keeps its snapshot however
-/// many writes come between pages, with a cap of only two pinned revisions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paginated_list_outlives_many_writes_between_its_pages() {
+/// Six pods in a cache that pins at most two revisions for `retain_for`.
+async fn six_pods_paged_by_two(retain_for: Duration) -> (Arc<dyn Storage>, Cacher) {
     let storage = memory();
     for i in 0..6 {
         storage
@@ -538,17 +536,29 @@ async fn a_paginated_list_outlives_many_writes_between_its_pages() {
             .unwrap();
     }
     let config = CacheConfig {
-        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for: Duration::from_secs(75) },
+        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for },
         ..CacheConfig::default()
     };
     let cacher = start(&storage, config).await;
-    let request = |continue_from| ListRequest {
+    (storage, cacher)
+}
+
+/// A list of at most two items, from the start or continuing.
+fn pages_of_two(continue_from: Option<(u64, String)>) -> ListRequest {
+    ListRequest {
         filter: WatchFilter::everything(),
         limit: Some(2),
         continue_from,
         version: ReadVersion::Consistent,
-    };
-    let first = cacher.list(&request(None)).await.unwrap();
+    }
+}
+
+/// Retention is by time, not by writes: a list paged from the cache keeps its snapshot however
+/// many writes come between pages, with a cap of only two pinned revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paginated_list_outlives_many_writes_between_its_pages() {
+    let (storage, cacher) = six_pods_paged_by_two(Duration::from_secs(75)).await;
+    let first = cacher.list(&pages_of_two(None)).await.unwrap();
     let mut names: Vec<String> = first.items.iter().map(|o| o.name.to_string()).collect();
     let mut next = first.continue_after.clone().map(|after| (first.revision, after));
     let mut round = 0;
@@ -560,7 +570,7 @@ async fn a_paginated_list_outlives_many_writes_between_its_pages() {
         }
         let current = storage.current_revision().await.unwrap();
         let _ = cacher.get(&key("a", "p0"), ReadVersion::NotOlderThan(current)).await.unwrap();
-        let page = cacher.list(&request(Some(continue_from))).await.unwrap();
+        let page = cacher.list(&pages_of_two(Some(continue_from))).await.unwrap();
         assert_eq!(page.revision, first.revision);
         names.extend(page.items.iter().map(|o| o.name.to_string()));
         next = page.continue_after.clone().map(|after| (page.revision, after));
@@ -572,25 +582,8 @@ async fn a_paginated_list_outlives_many_writes_between_its_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_continue_is_gone() {
-    let storage = memory();
-    for i in 0..6 {
-        storage
-            .create(&key("a", &format!("p{i}")), pod("a", &format!("p{i}"), "n", json!({})))
-            .await
-            .unwrap();
-    }
-    let config = CacheConfig {
-        store: watchcache::cacher::store::StoreLimits { retained: 2, retain_for: Duration::from_millis(200) },
-        ..CacheConfig::default()
-    };
-    let cacher = start(&storage, config).await;
-    let request = |continue_from| ListRequest {
-        filter: WatchFilter::everything(),
-        limit: Some(2),
-        continue_from,
-        version: ReadVersion::Consistent,
-    };
-    let first = cacher.list(&request(None)).await.unwrap();
+    let (storage, cacher) = six_pods_paged_by_two(Duration::from_millis(200)).await;
+    let first = cacher.list(&pages_of_two(None)).await.unwrap();
     // Past the retention window (the store checks ages at most once a second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for i in 0..10 {
@@ -604,7 +597,7 @@ async fn an_expired_continue_is_gone() {
     let next = (first.revision, first.continue_after.unwrap());
     // Neither a retained snapshot nor storage's history can serve it any more.
     let _ = cacher.get(&key("a", "p0"), ReadVersion::NotOlderThan(current)).await.unwrap();
-    match cacher.list(&request(Some(next))).await {
+    match cacher.list(&pages_of_two(Some(next))).await {
         Err(CacheError::Expired { revision }) => assert_eq!(revision, first.revision),
         other => panic!("expected Expired, got {other:?}"),
     }
