@@ -2,7 +2,9 @@
 //!
 //! Checks, in order:
 //! - `ping`: the server answers;
-//! - `storage`: storage answers a request for its current revision within [`READY_TIMEOUT`];
+//! - `storage`: storage answers a request for its current revision within [`READY_TIMEOUT`],
+//!   and does not refuse writes (`Storage::write_failure`: the embedded store's disk is full or
+//!   its data directory read-only);
 //! - `informer-sync`: every resource's watch cache has synced (it has reached the revision
 //!   storage had when its first list began; see `cacher::reflector`, *Readiness*).
 //!
@@ -68,6 +70,9 @@ pub async fn readyz(state: &ApiState, query: Option<&str>) -> http::Response<Bod
 }
 
 async fn storage_check(state: &ApiState) -> Result<(), String> {
+    if let Some(failure) = state.registry.storage().write_failure() {
+        return Err(failure.to_string());
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.registry.storage().current_revision()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),

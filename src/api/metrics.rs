@@ -174,6 +174,13 @@ impl Collector for CacheCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        let writable = self.registry.storage().write_failure().is_none();
+        ConstGauge::new(if writable { 1.0 } else { 0.0 }).encode(encoder.encode_descriptor(
+            "watchcache_storage_writable",
+            "1 while storage takes writes; 0 once the embedded store refuses them after an I/O error such as a full disk (see /readyz)",
+            None,
+            MetricType::Gauge,
+        )?)?;
         Ok(())
     }
 }

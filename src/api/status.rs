@@ -260,6 +260,12 @@ impl ApiError {
         error
     }
 
+    /// 507 Insufficient Storage: storage has no space left for the write. Not retried by clients
+    /// (no Retry-After): space comes back only when an operator frees it.
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
+    }
+
     /// 504 Timeout: "Too large resource version".
     pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
         let mut error = ApiError::new(
@@ -300,6 +306,7 @@ impl ApiError {
                 ApiError::bad_request(format!("invalid object key {key:?}: {reason}"))
             }
             StorageError::Unavailable(message) => ApiError::unavailable(message),
+            StorageError::NoSpace(message) => ApiError::insufficient_storage(message),
             other => ApiError::internal(other.to_string()),
         }
     }

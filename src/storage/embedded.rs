@@ -28,6 +28,19 @@
 //! [`MAX_TRIM_PER_BATCH`] entries per batch so that trimming never stalls writes.
 //! [`Storage::compact`] trims further at once.
 //!
+//! # Write failures
+//!
+//! A write that fails with an I/O error (a full disk, a data directory that turned read-only, a
+//! failing device) leaves redb refusing every later write until the database is reopened, and
+//! the commit that failed may or may not be on disk. The writer then stops taking writes: it
+//! logs one error line saying why, answers that write and every later one at once with the
+//! failure ([`StorageError::NoSpace`] for a full disk, which the API answers with 507, or
+//! [`StorageError::Unavailable`], 503), and [`Storage::write_failure`] reports it, so that
+//! `/readyz` fails. Reads go on from what is committed. Nothing is lost or torn: every
+//! acknowledged write was committed before its answer, and redb's commits are atomic. Once the
+//! operator has freed space (or made the directory writable), a restart reopens the store and
+//! writes resume.
+//!
 //! # Watches
 //!
 //! A watch is a task that reads `log` from its own cursor whenever the published revision moves
@@ -88,6 +101,9 @@ pub struct EmbeddedStorage {
     /// The one reader of new log entries for the watches at the log's head; started by the
     /// first watch.
     router: std::sync::OnceLock<Arc<Router>>,
+    /// Why the store refuses writes, once a write failed with an I/O error (see *Write
+    /// failures*). Set once, by the writer thread.
+    failure: Arc<std::sync::OnceLock<StorageError>>,
 }
 
 struct Writer {
@@ -111,7 +127,7 @@ impl EmbeddedStorage {
     pub fn in_memory(options: EmbeddedOptions) -> Result<Self> {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(internal)?;
+            .map_err(db_error)?;
         Self::start(db, options, "in-memory".to_owned())
     }
 
@@ -120,12 +136,18 @@ impl EmbeddedStorage {
         let revision = initialize(&db)?;
         let revision = Arc::new(watch::Sender::new(revision));
         let (requests, receiver) = cb::unbounded();
+        let failure = Arc::new(std::sync::OnceLock::new());
         let thread = {
-            let db = Arc::clone(&db);
-            let revision = Arc::clone(&revision);
+            let writer = WriterThread {
+                db: Arc::clone(&db),
+                published: Arc::clone(&revision),
+                history_revisions: options.history_revisions,
+                failure: Arc::clone(&failure),
+                description: description.clone(),
+            };
             std::thread::Builder::new()
                 .name("embedded-writer".into())
-                .spawn(move || run_writer(&db, &revision, &receiver, options.history_revisions))
+                .spawn(move || writer.run(&receiver))
                 .map_err(|error| StorageError::Internal(format!("cannot start writer: {error}")))?
         };
         Ok(EmbeddedStorage {
@@ -134,10 +156,14 @@ impl EmbeddedStorage {
             writer: Mutex::new(Some(Writer { requests, thread })),
             description,
             router: std::sync::OnceLock::new(),
+            failure,
         })
     }
 
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome> {
+        if let Some(failure) = self.failure.get() {
+            return Err(failure.clone());
+        }
         let (reply, answer) = oneshot::channel();
         {
             let writer = self.writer.lock().expect("writer lock poisoned");
@@ -157,7 +183,7 @@ impl EmbeddedStorage {
     {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(internal)?;
+            let txn = db.begin_read().map_err(db_error)?;
             read(&txn)
         })
         .await
@@ -199,9 +225,9 @@ impl Storage for EmbeddedStorage {
             let table = match txn.open_table(KV) {
                 Ok(table) => table,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(error) => return Err(internal(error)),
+                Err(error) => return Err(db_error(error)),
             };
-            let found = table.get(key.as_str()).map_err(internal)?;
+            let found = table.get(key.as_str()).map_err(db_error)?;
             found.map(|guard| decode_kv(&key, guard.value())).transpose()
         })
         .await
@@ -260,11 +286,11 @@ impl Storage for EmbeddedStorage {
             let table = match txn.open_table(KV) {
                 Ok(table) => table,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-                Err(error) => return Err(internal(error)),
+                Err(error) => return Err(db_error(error)),
             };
             let mut count = 0;
-            for entry in table.range(prefix.as_str()..).map_err(internal)? {
-                let (key, _) = entry.map_err(internal)?;
+            for entry in table.range(prefix.as_str()..).map_err(db_error)? {
+                let (key, _) = entry.map_err(db_error)?;
                 if !key.value().starts_with(prefix.as_str()) {
                     break;
                 }
@@ -279,6 +305,10 @@ impl Storage for EmbeddedStorage {
         Ok(*self.revision.borrow())
     }
 
+    fn write_failure(&self) -> Option<StorageError> {
+        self.failure.get().cloned()
+    }
+
     async fn compact(&self, revision: Revision) -> Result<()> {
         match self.write(WriteOp::Compact { revision }).await? {
             WriteOutcome::Compacted => Ok(()),
@@ -289,6 +319,30 @@ impl Storage for EmbeddedStorage {
 
 fn internal(error: impl std::fmt::Display) -> StorageError {
     StorageError::Internal(error.to_string())
+}
+
+/// A redb error as a [`StorageError`]. I/O errors keep what they are: a full disk becomes
+/// [`StorageError::NoSpace`], any other I/O error (a read-only file system, a failing disk)
+/// [`StorageError::Unavailable`], so that the writer can stop taking writes (see *Write
+/// failures*). redb answers every later write with `PreviousIo` until the database is reopened.
+fn db_error(error: impl Into<redb::Error>) -> StorageError {
+    match error.into() {
+        redb::Error::Io(io) => io_error(&io),
+        redb::Error::PreviousIo => StorageError::Unavailable(
+            "an earlier write failed with an I/O error; the store must be reopened".into(),
+        ),
+        other => StorageError::Internal(other.to_string()),
+    }
+}
+
+fn io_error(io: &std::io::Error) -> StorageError {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    if io.kind() == std::io::ErrorKind::StorageFull || matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT)) {
+        StorageError::NoSpace(io.to_string())
+    } else {
+        StorageError::Unavailable(format!("I/O error: {io}"))
+    }
 }
 
 fn unexpected(outcome: WriteOutcome) -> StorageError {
@@ -304,31 +358,31 @@ fn check_watch_start(after_revision: Revision, compacted: Revision) -> Result<()
 
 /// Creates the tables of a new store and returns the latest revision.
 fn initialize(db: &Database) -> Result<Revision> {
-    let mut txn = db.begin_write().map_err(internal)?;
-    txn.set_durability(Durability::Immediate).map_err(internal)?;
+    let mut txn = db.begin_write().map_err(db_error)?;
+    txn.set_durability(Durability::Immediate).map_err(db_error)?;
     let revision = {
-        txn.open_table(KV).map_err(internal)?;
-        txn.open_table(LOG).map_err(internal)?;
-        let mut meta = txn.open_table(META).map_err(internal)?;
-        let revision = meta.get(META_REVISION).map_err(internal)?.map(|guard| guard.value());
+        txn.open_table(KV).map_err(db_error)?;
+        txn.open_table(LOG).map_err(db_error)?;
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        let revision = meta.get(META_REVISION).map_err(db_error)?.map(|guard| guard.value());
         match revision {
             Some(revision) => revision,
             None => {
-                meta.insert(META_REVISION, 1).map_err(internal)?;
-                meta.insert(META_COMPACTED, 0).map_err(internal)?;
+                meta.insert(META_REVISION, 1).map_err(db_error)?;
+                meta.insert(META_COMPACTED, 0).map_err(db_error)?;
                 1
             }
         }
     };
-    txn.commit().map_err(internal)?;
+    txn.commit().map_err(db_error)?;
     Ok(revision)
 }
 
 /// `(revision, compacted)` as of `txn`.
 fn read_meta(txn: &redb::ReadTransaction) -> Result<(Revision, Revision)> {
-    let meta = txn.open_table(META).map_err(internal)?;
+    let meta = txn.open_table(META).map_err(db_error)?;
     let get = |name| -> Result<u64> {
-        Ok(meta.get(name).map_err(internal)?.map(|guard| guard.value()).unwrap_or(0))
+        Ok(meta.get(name).map_err(db_error)?.map(|guard| guard.value()).unwrap_or(0))
     };
     Ok((get(META_REVISION)?, get(META_COMPACTED)?))
 }
@@ -450,15 +504,15 @@ fn list_in(txn: &redb::ReadTransaction, prefix: &str, options: &ListOptions) -> 
     }
     let limit = options.limit.filter(|&limit| limit > 0).unwrap_or(usize::MAX);
     let start = options.continue_after.as_deref().unwrap_or(prefix);
-    let kv = txn.open_table(KV).map_err(internal)?;
+    let kv = txn.open_table(KV).map_err(db_error)?;
 
     // State at `revision` = current state, with every key written since then replaced by its
     // value before the first of those writes (`None`: it did not exist).
     let mut rewound: std::collections::BTreeMap<String, Option<KeyValue>> = Default::default();
     if revision < current {
-        let log = txn.open_table(LOG).map_err(internal)?;
-        for entry in log.range(revision + 1..=current).map_err(internal)? {
-            let (rev, bytes) = entry.map_err(internal)?;
+        let log = txn.open_table(LOG).map_err(db_error)?;
+        for entry in log.range(revision + 1..=current).map_err(db_error)? {
+            let (rev, bytes) = entry.map_err(db_error)?;
             let bytes = bytes.value();
             let key = event_key(bytes)?;
             if !key.starts_with(prefix) || key <= start && options.continue_after.is_some() {
@@ -481,14 +535,14 @@ fn list_in(txn: &redb::ReadTransaction, prefix: &str, options: &ListOptions) -> 
         true
     };
     let mut rewound_iter = rewound.into_iter().peekable();
-    let mut current_iter = kv.range(start..).map_err(internal)?;
+    let mut current_iter = kv.range(start..).map_err(db_error)?;
     let excluded_start = options.continue_after.is_some();
     'merge: loop {
         let next_current = loop {
             match current_iter.next() {
                 None => break None,
                 Some(entry) => {
-                    let (key, value) = entry.map_err(internal)?;
+                    let (key, value) = entry.map_err(db_error)?;
                     let key = key.value();
                     if !key.starts_with(prefix) {
                         break None;
@@ -551,39 +605,77 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<WriteOutcome>>,
 }
 
-fn run_writer(
-    db: &Database,
-    published: &watch::Sender<Revision>,
-    requests: &cb::Receiver<WriteRequest>,
+/// The writer thread's state: the write side of the database and what it publishes.
+struct WriterThread {
+    db: Arc<Database>,
+    published: Arc<watch::Sender<Revision>>,
     history_revisions: u64,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
-        match apply_batch(db, &ops, history_revisions) {
-            Ok((revision, outcomes)) => {
-                published.send_if_modified(|published| {
-                    let changed = *published != revision;
-                    *published = revision;
-                    changed
-                });
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(outcome);
+    failure: Arc<std::sync::OnceLock<StorageError>>,
+    description: String,
+}
+
+impl WriterThread {
+    fn run(self, requests: &cb::Receiver<WriteRequest>) {
+        while let Ok(first) = requests.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "embedded store commit failed");
+            // Requests queued before the failure was set get it without touching the database.
+            if let Some(failure) = self.failure.get() {
                 for request in batch {
-                    let _ = request.reply.send(Err(error.clone()));
+                    let _ = request.reply.send(Err(failure.clone()));
+                }
+                continue;
+            }
+            let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
+            match apply_batch(&self.db, &ops, self.history_revisions) {
+                Ok((revision, outcomes)) => {
+                    self.published.send_if_modified(|published| {
+                        let changed = *published != revision;
+                        *published = revision;
+                        changed
+                    });
+                    for (request, outcome) in batch.into_iter().zip(outcomes) {
+                        let _ = request.reply.send(outcome);
+                    }
+                }
+                Err(error) => {
+                    let error = self.fail(error);
+                    for request in batch {
+                        let _ = request.reply.send(Err(error.clone()));
+                    }
                 }
             }
         }
+    }
+
+    /// The answer to a batch that failed with `error`; an I/O error stops all writes from now on.
+    fn fail(&self, error: StorageError) -> StorageError {
+        let failure = match error {
+            StorageError::NoSpace(cause) => StorageError::NoSpace(format!(
+                "{} cannot write: {cause}; writes are refused until space is freed and watchcache is restarted",
+                self.description
+            )),
+            StorageError::Unavailable(cause) => StorageError::Unavailable(format!(
+                "{} cannot write: {cause}; writes are refused until the data directory is writable again and watchcache is restarted",
+                self.description
+            )),
+            other => {
+                tracing::error!(error = %other, store = %self.description, "embedded store commit failed");
+                return other;
+            }
+        };
+        if self.failure.set(failure.clone()).is_ok() {
+            tracing::error!(
+                error = %failure,
+                "the embedded store stopped taking writes: reads go on from what is committed, /readyz fails"
+            );
+        }
+        failure
     }
 }
 
@@ -593,16 +685,16 @@ fn apply_batch(
     ops: &[&WriteOp],
     history_revisions: u64,
 ) -> Result<(Revision, Vec<Result<WriteOutcome>>)> {
-    let mut txn = db.begin_write().map_err(internal)?;
-    txn.set_durability(Durability::Immediate).map_err(internal)?;
+    let mut txn = db.begin_write().map_err(db_error)?;
+    txn.set_durability(Durability::Immediate).map_err(db_error)?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let revision;
     {
-        let mut kv = txn.open_table(KV).map_err(internal)?;
-        let mut log = txn.open_table(LOG).map_err(internal)?;
-        let mut meta = txn.open_table(META).map_err(internal)?;
+        let mut kv = txn.open_table(KV).map_err(db_error)?;
+        let mut log = txn.open_table(LOG).map_err(db_error)?;
+        let mut meta = txn.open_table(META).map_err(db_error)?;
         let get = |meta: &redb::Table<&str, u64>, name| -> Result<u64> {
-            Ok(meta.get(name).map_err(internal)?.map(|guard| guard.value()).unwrap_or(0))
+            Ok(meta.get(name).map_err(db_error)?.map(|guard| guard.value()).unwrap_or(0))
         };
         let mut state =
             BatchState { revision: get(&meta, META_REVISION)?, compacted: get(&meta, META_COMPACTED)? };
@@ -613,11 +705,11 @@ fn apply_batch(
         if state.revision > history_revisions {
             state.trim(&mut log, state.revision - history_revisions, MAX_TRIM_PER_BATCH)?;
         }
-        meta.insert(META_REVISION, state.revision).map_err(internal)?;
-        meta.insert(META_COMPACTED, state.compacted).map_err(internal)?;
+        meta.insert(META_REVISION, state.revision).map_err(db_error)?;
+        meta.insert(META_COMPACTED, state.compacted).map_err(db_error)?;
         revision = state.revision;
     }
-    txn.commit().map_err(internal)?;
+    txn.commit().map_err(db_error)?;
     Ok((revision, outcomes))
 }
 
@@ -633,7 +725,7 @@ impl BatchState {
     fn apply(&mut self, kv: &mut KvTable<'_>, log: &mut LogTable<'_>, op: &WriteOp) -> Result<WriteOutcome> {
         match op {
             WriteOp::Create { key, value } => {
-                if kv.get(key.as_str()).map_err(internal)?.is_some() {
+                if kv.get(key.as_str()).map_err(db_error)?.is_some() {
                     return Err(StorageError::AlreadyExists { key: key.clone() });
                 }
                 self.put(kv, log, key, value, None)
@@ -671,8 +763,8 @@ impl BatchState {
                     },
                     prev: Some(prev.clone()),
                 };
-                kv.remove(key.as_str()).map_err(internal)?;
-                log.insert(self.revision, encode_event(&event).as_slice()).map_err(internal)?;
+                kv.remove(key.as_str()).map_err(db_error)?;
+                log.insert(self.revision, encode_event(&event).as_slice()).map_err(db_error)?;
                 Ok(WriteOutcome::Deleted(Deleted { prev, revision: self.revision }))
             }
             WriteOp::Compact { revision } => {
@@ -692,7 +784,7 @@ impl BatchState {
     }
 
     fn current(&self, kv: &KvTable<'_>, key: &str) -> Result<KeyValue> {
-        match kv.get(key).map_err(internal)? {
+        match kv.get(key).map_err(db_error)? {
             Some(guard) => decode_kv(key, guard.value()),
             None => Err(StorageError::NotFound { key: key.to_owned() }),
         }
@@ -714,9 +806,9 @@ impl BatchState {
             create_revision,
             mod_revision: self.revision,
         };
-        kv.insert(key, encode_kv(create_revision, self.revision, value).as_slice()).map_err(internal)?;
+        kv.insert(key, encode_kv(create_revision, self.revision, value).as_slice()).map_err(db_error)?;
         let event = Event { kind: EventKind::Put, kv: stored.clone(), prev };
-        log.insert(self.revision, encode_event(&event).as_slice()).map_err(internal)?;
+        log.insert(self.revision, encode_event(&event).as_slice()).map_err(db_error)?;
         Ok(WriteOutcome::Put(stored))
     }
 
@@ -729,8 +821,8 @@ impl BatchState {
         let mut new_compacted = target;
         let doomed: Vec<u64> = {
             let mut doomed = Vec::new();
-            for entry in log.range(..target).map_err(internal)? {
-                let (revision, _) = entry.map_err(internal)?;
+            for entry in log.range(..target).map_err(db_error)? {
+                let (revision, _) = entry.map_err(db_error)?;
                 if removed == max {
                     new_compacted = revision.value();
                     break;
@@ -741,7 +833,7 @@ impl BatchState {
             doomed
         };
         for revision in doomed {
-            log.remove(revision).map_err(internal)?;
+            log.remove(revision).map_err(db_error)?;
         }
         self.compacted = self.compacted.max(new_compacted);
         Ok(())
@@ -1046,14 +1138,14 @@ fn read_log(
     cursor: Revision,
     latest: Revision,
 ) -> Result<(Vec<Event>, Revision)> {
-    let txn = db.begin_read().map_err(internal)?;
+    let txn = db.begin_read().map_err(db_error)?;
     let (_, compacted) = read_meta(&txn)?;
     check_watch_start(cursor, compacted)?;
-    let log = txn.open_table(LOG).map_err(internal)?;
+    let log = txn.open_table(LOG).map_err(db_error)?;
     let mut events = Vec::new();
     let mut read_to = latest;
-    for (count, entry) in log.range(cursor + 1..=latest).map_err(internal)?.enumerate() {
-        let (revision, bytes) = entry.map_err(internal)?;
+    for (count, entry) in log.range(cursor + 1..=latest).map_err(db_error)?.enumerate() {
+        let (revision, bytes) = entry.map_err(db_error)?;
         if count == WATCH_READ_BATCH {
             read_to = revision.value() - 1;
             break;

@@ -354,6 +354,10 @@ fn map_error(error: etcd_client::Error) -> StorageError {
                 StorageError::Compacted { requested: 0, compacted: 0 }
             } else if message.contains("required revision is a future revision") {
                 StorageError::FutureRevision { requested: 0, current: 0 }
+            } else if message.contains("database space exceeded") {
+                // etcd's NOSPACE alarm: its quota is reached and it refuses writes until an
+                // operator compacts, defragments and disarms the alarm.
+                StorageError::NoSpace(format!("etcd: {message}"))
             } else {
                 match i32::from(status.code()) {
                     // Cancelled: the connection went away under the call (tonic's answer to a

@@ -181,6 +181,11 @@ pub enum StorageError {
     /// not have been applied.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store has no space left for writes: the embedded store's disk is full, or etcd reached
+    /// its space quota (`mvcc: database space exceeded`). Reads go on; writes fail until an
+    /// operator frees space.
+    #[error("storage is full: {0}")]
+    NoSpace(String),
     /// The store failed in a way a retry will not fix (I/O error, corrupt data, bug).
     #[error("storage failure: {0}")]
     Internal(String),
@@ -278,6 +283,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The revision of the latest write (1 for an empty store).
     async fn current_revision(&self) -> Result<Revision>;
+
+    /// Why the store refuses every write, if it does: the embedded store after a write hit an
+    /// I/O error such as a full disk or a read-only data directory (it stays so until the
+    /// process restarts; see `embedded`, *Write failures*). `/readyz` fails while this is set.
+    fn write_failure(&self) -> Option<StorageError> {
+        None
+    }
 
     /// Discards the history before `revision`: afterwards lists at older revisions and watches
     /// after revisions older than `revision - 1` fail with [`StorageError::Compacted`]. The
