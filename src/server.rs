@@ -115,6 +115,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
             }
         };
     api::crd::spawn_sync(Arc::clone(&registry));
+    api::namespaces::spawn(Arc::clone(&registry));
     let mut metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     if !args.etcd_compaction_interval.is_zero() {
         let stats = Arc::new(crate::storage::compactor::CompactorStats::default());

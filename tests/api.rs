@@ -564,8 +564,142 @@ async fn status_subresource_finalizers_namespaces_and_deletecollection() {
         201
     );
     assert_eq!(http.request("DELETE", "/api/v1/namespaces/team", "application/json", b"").await.status, 200);
+    wait_gone(&http, "/api/v1/namespaces/team").await;
     assert_eq!(http.get("/api/v1/namespaces/team/configmaps/c").await.status, 404);
     assert_eq!(http.get("/api/v1/namespaces/default").await.status, 200, "default namespaces exist");
+}
+
+/// Polls `path` until it answers 404 (at most 30 s).
+async fn wait_gone(http: &Http, path: &str) {
+    for _ in 0..300 {
+        if http.get(path).await.status == 404 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} is still there: {}", http.get(path).await.json());
+}
+
+/// The namespace lifecycle as on a real cluster: Terminating, no new content, content with
+/// finalizers holding the namespace (and the conditions saying so), creates racing with the
+/// deletion leaving no orphans, and the namespaces that may not be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_deletion_terminates_removes_content_and_leaves_no_orphans() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let namespace = |name: &str, finalizers: Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "spec": {"finalizers": finalizers}});
+    // The kubernetes finalizer is added on create, whatever the client sent.
+    let created = http.send_json("POST", "/api/v1/namespaces", &namespace("doomed", json!([]))).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.json()["spec"]["finalizers"], json!(["kubernetes"]));
+    let in_doomed = "/api/v1/namespaces/doomed/configmaps";
+    let mut held = configmap("held", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    assert_eq!(http.send_json("POST", in_doomed, &held).await.status, 201);
+    for i in 0..20 {
+        assert_eq!(
+            http.send_json("POST", in_doomed, &configmap(&format!("c{i}"), json!({}))).await.status,
+            201
+        );
+    }
+
+    // The first DELETE marks it Terminating and answers with it.
+    let deleted = http.request("DELETE", "/api/v1/namespaces/doomed", "application/json", b"").await;
+    assert_eq!(deleted.status, 200);
+    let marked = deleted.json();
+    assert_eq!(marked["status"]["phase"], "Terminating", "{marked}");
+    assert!(marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+    // No new content; a second DELETE is a conflict.
+    let refused = http.send_json("POST", in_doomed, &configmap("late", json!({}))).await;
+    assert_status(&refused, 403, "Forbidden");
+    let status = refused.json();
+    assert_eq!(
+        status["message"],
+        "configmaps \"late\" is forbidden: unable to create new content in namespace doomed because it is being terminated"
+    );
+    assert_eq!(status["details"]["causes"][0]["reason"], "NamespaceTerminating");
+    let again = http.request("DELETE", "/api/v1/namespaces/doomed", "application/json", b"").await;
+    assert_status(&again, 409, "Conflict");
+
+    // The content goes, but the object with a finalizer is only marked and holds the namespace,
+    // and the namespace's conditions say so.
+    let mut conditions = Value::Null;
+    for _ in 0..300 {
+        let namespace = http.get("/api/v1/namespaces/doomed").await.json();
+        conditions = namespace["status"]["conditions"].clone();
+        let remaining = conditions.as_array().and_then(|list| {
+            list.iter().find(|condition| condition["type"] == "NamespaceContentRemaining").cloned()
+        });
+        let listed = http.get(in_doomed).await.json();
+        if listed["items"].as_array().unwrap().len() == 1
+            && remaining.is_some_and(|condition| {
+                condition["message"] == "Some resources are remaining: configmaps. has 1 resource instances"
+            })
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let finalizers = conditions
+        .as_array()
+        .and_then(|list| list.iter().find(|condition| condition["type"] == "NamespaceFinalizersRemaining"))
+        .unwrap_or_else(|| panic!("no finalizer condition: {conditions}"));
+    assert_eq!(finalizers["status"], "True");
+    assert_eq!(
+        finalizers["message"],
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    let held = http.get(&format!("{in_doomed}/held")).await.json();
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    assert_eq!(http.get("/api/v1/namespaces/doomed").await.status, 200, "held by the finalizer");
+    // Its finalizer removed, the object goes, and then the namespace.
+    let release = json!({"metadata": {"finalizers": null}});
+    let patched = http
+        .request(
+            "PATCH",
+            &format!("{in_doomed}/held"),
+            "application/merge-patch+json",
+            release.to_string().as_bytes(),
+        )
+        .await;
+    assert!(matches!(patched.status, 200 | 404), "{}", String::from_utf8_lossy(&patched.body));
+    wait_gone(&http, "/api/v1/namespaces/doomed").await;
+
+    // Creates racing with the deletion leave nothing behind once it is gone.
+    assert_eq!(http.send_json("POST", "/api/v1/namespaces", &namespace("racy", json!([]))).await.status, 201);
+    let writer = {
+        let http = Http::new(&server.address, false);
+        tokio::spawn(async move {
+            let mut created = 0;
+            for i in 0..400 {
+                let path = "/api/v1/namespaces/racy/configmaps";
+                match http.send_json("POST", path, &configmap(&format!("r{i}"), json!({}))).await.status {
+                    201 => created += 1,
+                    403 | 404 => break,
+                    other => panic!("create in a deleted namespace: {other}"),
+                }
+            }
+            created
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(http.request("DELETE", "/api/v1/namespaces/racy", "application/json", b"").await.status, 200);
+    let created = writer.await.unwrap();
+    assert!(created > 0, "nothing was created before the deletion");
+    wait_gone(&http, "/api/v1/namespaces/racy").await;
+    assert_eq!(http.send_json("POST", "/api/v1/namespaces", &namespace("racy", json!([]))).await.status, 201);
+    let left = http.get("/api/v1/namespaces/racy/configmaps").await.json();
+    assert_eq!(left["items"], json!([]), "orphans of {created} creates");
+
+    for name in ["default", "kube-system", "kube-public"] {
+        let refused =
+            http.request("DELETE", &format!("/api/v1/namespaces/{name}"), "application/json", b"").await;
+        assert_status(&refused, 403, "Forbidden");
+        assert_eq!(
+            refused.json()["message"],
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

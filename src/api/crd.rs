@@ -170,13 +170,24 @@ pub async fn after_delete(state: &ApiState, ty: &ResourceType, object: &Value) {
     state.registry.unregister(group, plural).await;
     let storage = state.registry.storage();
     let prefix = format!("/{group}/{plural}/");
-    while let Ok(page) =
-        storage.list(&prefix, crate::storage::ListOptions { limit: Some(500), ..Default::default() }).await
-    {
+    // Each delete is conditional on the revision listed: an object written meanwhile is listed
+    // again, with its new revision, and deleted on the next pass, never overwritten unseen.
+    loop {
+        let Ok(page) = storage
+            .list(&prefix, crate::storage::ListOptions { limit: Some(500), ..Default::default() })
+            .await
+        else {
+            break;
+        };
+        let mut changed = false;
         for kv in &page.items {
-            let _ = storage.delete(&kv.key, None).await;
+            if let Err(crate::storage::StorageError::Conflict { .. }) =
+                storage.delete(&kv.key, Some(kv.mod_revision)).await
+            {
+                changed = true;
+            }
         }
-        if page.items.is_empty() || !page.more {
+        if page.items.is_empty() || (!page.more && !changed) {
             break;
         }
     }

@@ -372,7 +372,7 @@ fn check_namespace(object: &mut Value, target: &Target) -> Result<(), ApiError> 
     }
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -415,8 +415,9 @@ fn validate(object: &Value, ty: &ResourceType, creating: bool, name: &str) -> Re
     }
 }
 
-/// Checks that the namespace of a namespaced write exists.
-async fn require_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+/// Checks that the namespace of a create exists and is not being deleted (kube's
+/// NamespaceLifecycle admission); `created` names the object for the 403.
+async fn require_namespace(state: &ApiState, namespace: &str, created: Subject<'_>) -> Result<(), ApiError> {
     let namespaces = state.registry.get("", "v1", "namespaces").expect("namespaces are built in");
     let key = namespaces.ty.key(None, namespace);
     let found = namespaces
@@ -424,15 +425,21 @@ async fn require_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiE
         .get(&key, ReadVersion::Any)
         .await
         .map_err(|error| ApiError::from_cache(error, namespace_subject(namespace)))?;
-    if found.is_some() {
-        return Ok(());
+    let stored = match found {
+        Some(object) => object.json.clone(),
+        // The cache may lag a namespace created a moment ago: ask storage before refusing.
+        None => match state.registry.storage().get(&key).await {
+            Ok(Some(kv)) => kv.value,
+            Ok(None) => return Err(ApiError::not_found(namespace_subject(namespace))),
+            Err(error) => return Err(ApiError::from_storage(error, namespace_subject(namespace))),
+        },
+    };
+    let terminating = serde_json::from_slice::<Value>(&stored)
+        .is_ok_and(|object| super::namespaces::is_terminating(&object));
+    if terminating {
+        return Err(super::namespaces::terminating(created, namespace));
     }
-    // The cache may lag a namespace created a moment ago: ask storage before refusing.
-    match state.registry.storage().get(&key).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ApiError::not_found(namespace_subject(namespace))),
-        Err(error) => Err(ApiError::from_storage(error, namespace_subject(namespace))),
-    }
+    Ok(())
 }
 
 fn namespace_subject(name: &str) -> Subject<'_> {
@@ -810,7 +817,7 @@ pub async fn create(
     check_schema(&object, ty)?;
     let namespace = text(metadata(&object), "namespace").map(str::to_owned);
     if let (true, Some(namespace)) = (ty.namespaced, &namespace) {
-        require_namespace(state, namespace).await?;
+        require_namespace(state, namespace, target.subject(&name)).await?;
     }
     {
         let metadata = metadata_mut(&mut object);
@@ -826,8 +833,8 @@ pub async fn create(
     if ty.group == "batch" && ty.plural == "jobs" {
         generate_job_selector(&mut object);
     }
-    if ty.group.is_empty() && ty.plural == "namespaces" && object.pointer("/status/phase").is_none() {
-        object["status"] = json!({ "phase": "Active" });
+    if ty.group.is_empty() && ty.plural == "namespaces" {
+        super::namespaces::prepare_for_create(&mut object);
     }
     if ty.group == "apiextensions.k8s.io" && ty.plural == "customresourcedefinitions" {
         super::crd::validate(&object).map_err(|causes| ApiError::invalid(target.subject(&name), &causes))?;
@@ -1470,6 +1477,28 @@ pub async fn delete(
         if dry_run {
             return Ok(object_response(wire, StatusCode::OK, &object));
         }
+        if ty.group.is_empty() && ty.plural == "namespaces" {
+            match super::namespaces::delete_step(&object, &now_rfc3339())? {
+                super::namespaces::DeleteStep::Terminate(marked) => {
+                    match storage.update(&key, encode_for_storage(&marked), current.mod_revision).await {
+                        Ok(stored) => {
+                            super::namespaces::wake();
+                            return Ok(object_response(
+                                wire,
+                                StatusCode::OK,
+                                &stamped(&stored, stored.mod_revision)?,
+                            ));
+                        }
+                        Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
+                        Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
+                    }
+                }
+                super::namespaces::DeleteStep::AlreadyTerminating => {
+                    return Err(super::namespaces::already_terminating(&name))
+                }
+                super::namespaces::DeleteStep::Delete => {}
+            }
+        }
         let has_finalizers = object
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
@@ -1494,9 +1523,6 @@ pub async fn delete(
                 Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
             }
         }
-        if ty.group.is_empty() && ty.plural == "namespaces" {
-            delete_namespace_contents(state, &name).await?;
-        }
         match storage.delete(&key, Some(current.mod_revision)).await {
             Ok(_) => {
                 super::crd::after_delete(state, ty, &object).await;
@@ -1507,34 +1533,6 @@ pub async fn delete(
             Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
         }
     }
-}
-
-/// Deletes every namespaced object in `namespace` (the namespace controller's work, done at
-/// once).
-async fn delete_namespace_contents(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
-    let storage = state.registry.storage();
-    for resource in state.registry.all() {
-        if !resource.ty.namespaced {
-            continue;
-        }
-        let prefix = format!("{}{namespace}/", resource.ty.storage_prefix);
-        loop {
-            let page = storage
-                .list(&prefix, crate::storage::ListOptions { limit: Some(500), ..Default::default() })
-                .await
-                .map_err(|error| ApiError::from_storage(error, namespace_subject(namespace)))?;
-            for kv in &page.items {
-                match storage.delete(&kv.key, None).await {
-                    Ok(_) | Err(StorageError::NotFound { .. }) => {}
-                    Err(error) => return Err(ApiError::from_storage(error, namespace_subject(namespace))),
-                }
-            }
-            if !page.more {
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// DELETE of a collection.

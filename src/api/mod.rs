@@ -11,6 +11,7 @@
 //! - `discovery`: discovery and OpenAPI documents;
 //! - `health`: `/readyz` and its checks;
 //! - `crd`: CustomResourceDefinitions;
+//! - `namespaces`: the namespace lifecycle (Terminating, the namespace controller);
 //! - `negotiate`: JSON or protobuf, from `Accept` and `Content-Type`;
 //! - `printers`: Tables, with kube-apiserver's columns for each type;
 //! - `status`: errors as `Status` objects.
@@ -39,6 +40,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod health;
 pub mod metrics;
+pub mod namespaces;
 pub mod negotiate;
 pub mod printers;
 pub mod request;

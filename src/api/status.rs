@@ -260,6 +260,24 @@ impl ApiError {
         error
     }
 
+    /// 403 Forbidden about `subject`, for a reason other than authorization (kube's admission
+    /// refusals): `configmaps "x" is forbidden: why`.
+    pub fn forbidden_subject(subject: Subject<'_>, why: &str) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{} \"{}\" is forbidden: {why}", subject.qualified(), subject.name),
+        );
+        error.details = Some(Box::new(subject.details()));
+        error
+    }
+
+    /// Adds `causes` to the error's details.
+    pub fn set_causes(&mut self, causes: &[crate::validation::Cause]) {
+        let details = self.details.get_or_insert_with(|| Box::new(json!({})));
+        details["causes"] = json!(causes);
+    }
+
     /// 507 Insufficient Storage: storage has no space left for the write. Not retried by clients
     /// (no Retry-After): space comes back only when an operator frees it.
     pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
