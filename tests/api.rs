@@ -517,7 +517,7 @@ async fn status_subresource_finalizers_namespaces_and_deletecollection() {
     let held = http.send_json("POST", CM, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}})).await;
     assert_eq!(held.status, 201);
     let deleting = http.request("DELETE", &format!("{CM}/held"), "application/json", b"").await;
-    assert_eq!(deleting.status, 202);
+    assert_eq!(deleting.status, 200, "kube answers 200 with the object it keeps");
     assert!(deleting.json()["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(http.get(&format!("{CM}/held")).await.status, 200);
     let released = http
@@ -1119,6 +1119,115 @@ async fn the_scale_subresource_reads_and_writes_replicas() {
 fn pod(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
         "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+}
+
+/// Graceful deletion of pods, propagation policies and kube's DeleteOptions validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_deleted_gracefully_and_propagation_policies_set_finalizers() {
+    let (server, _dir) = server();
+    let http = Http::new(&server.address, false);
+    let pods = "/api/v1/namespaces/default/pods";
+    let mut scheduled = pod("running", json!({}));
+    scheduled["spec"]["nodeName"] = json!("node-1");
+    assert_eq!(http.send_json("POST", pods, &scheduled).await.status, 201);
+    assert_eq!(http.send_json("POST", pods, &pod("pending", json!({}))).await.status, 201);
+
+    // A scheduled pod is marked with its grace period (30 s by default) and stays.
+    let deleted = http.request("DELETE", &format!("{pods}/running"), "application/json", b"").await;
+    assert_eq!(deleted.status, 200);
+    let marked = deleted.json();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30, "{marked}");
+    let deadline =
+        humantime::parse_rfc3339(marked["metadata"]["deletionTimestamp"].as_str().unwrap()).unwrap();
+    let ahead = deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    assert!(ahead > Duration::from_secs(20), "deletionTimestamp is {ahead:?} ahead");
+    // Its kubelet's status updates during the grace period do not delete it.
+    let status = json!({"status": {"phase": "Running"}});
+    let updated = http
+        .request(
+            "PATCH",
+            &format!("{pods}/running/status"),
+            "application/merge-patch+json",
+            status.to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", String::from_utf8_lossy(&updated.body));
+    assert_eq!(http.get(&format!("{pods}/running")).await.status, 200);
+    // A longer grace period changes nothing; a shorter one moves the deadline; 0 deletes it.
+    let longer =
+        http.send_json("DELETE", &format!("{pods}/running"), &json!({"gracePeriodSeconds": 60})).await;
+    assert_eq!(longer.json()["metadata"]["deletionGracePeriodSeconds"], 30);
+    let shorter =
+        http.send_json("DELETE", &format!("{pods}/running"), &json!({"gracePeriodSeconds": 10})).await;
+    assert_eq!(shorter.json()["metadata"]["deletionGracePeriodSeconds"], 10);
+    let now = http
+        .request("DELETE", &format!("{pods}/running?gracePeriodSeconds=0"), "application/json", b"")
+        .await;
+    assert_eq!(now.status, 200);
+    assert_eq!(http.get(&format!("{pods}/running")).await.status, 404);
+    // An unscheduled pod goes at once.
+    assert_eq!(http.request("DELETE", &format!("{pods}/pending"), "application/json", b"").await.status, 200);
+    assert_eq!(http.get(&format!("{pods}/pending")).await.status, 404);
+
+    // Foreground and Orphan set the garbage collector's finalizers and keep the object;
+    // orphanDependents=false is the one case answered with 202.
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let deployment = |name: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    };
+    for name in ["fg", "orphaned", "legacy", "bg"] {
+        assert_eq!(http.send_json("POST", deployments, &deployment(name)).await.status, 201);
+    }
+    let fg = http
+        .send_json("DELETE", &format!("{deployments}/fg"), &json!({"propagationPolicy": "Foreground"}))
+        .await;
+    assert_eq!(fg.status, 200);
+    assert_eq!(fg.json()["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    assert!(fg.json()["metadata"]["deletionTimestamp"].is_string());
+    let orphaned = http
+        .request(
+            "DELETE",
+            &format!("{deployments}/orphaned?propagationPolicy=Orphan"),
+            "application/json",
+            b"",
+        )
+        .await;
+    assert_eq!(orphaned.json()["metadata"]["finalizers"], json!(["orphan"]));
+    let legacy =
+        http.send_json("DELETE", &format!("{deployments}/legacy"), &json!({"orphanDependents": false})).await;
+    assert_eq!(legacy.status, 200, "Background deletes at once");
+    assert_eq!(http.get(&format!("{deployments}/legacy")).await.status, 404);
+    let bg = http
+        .send_json("DELETE", &format!("{deployments}/bg"), &json!({"propagationPolicy": "Background"}))
+        .await;
+    assert_eq!(bg.status, 200);
+    assert_eq!(http.get(&format!("{deployments}/bg")).await.status, 404);
+    // The garbage collector removes its finalizer, and the object goes.
+    let released = http
+        .request(
+            "PATCH",
+            &format!("{deployments}/fg"),
+            "application/merge-patch+json",
+            br#"{"metadata":{"finalizers":null}}"#,
+        )
+        .await;
+    assert_eq!(released.status, 200);
+    assert_eq!(http.get(&format!("{deployments}/fg")).await.status, 404);
+
+    let invalid = http
+        .send_json("DELETE", &format!("{deployments}/orphaned"), &json!({"propagationPolicy": "Sideways"}))
+        .await;
+    assert_status(&invalid, 422, "Invalid");
+    let both = http
+        .send_json(
+            "DELETE",
+            &format!("{deployments}/orphaned"),
+            &json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
+        )
+        .await;
+    assert_status(&both, 422, "Invalid");
 }
 
 /// `pods/NAME/binding` and the legacy `bindings` collection set spec.nodeName once.

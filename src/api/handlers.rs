@@ -1144,10 +1144,9 @@ async fn write_existing(
                 .insert("resourceVersion".into(), json!(current.mod_revision.to_string()));
             return Ok(object_response(wire, StatusCode::OK, &shown(&response)));
         }
-        // An object being deleted goes once its last finalizer is removed.
-        let finalizers_left =
-            merged.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if merged.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_left {
+        // An object being deleted goes once its last finalizer is removed (unless it is a pod in
+        // its grace period, which its kubelet deletes).
+        if super::deletion::delete_during_update(&current_object, &merged) {
             match storage.delete(&key, Some(current.mod_revision)).await {
                 Ok(deleted) => {
                     let mut response = merged;
@@ -1438,6 +1437,7 @@ pub async fn delete(
             .get("dryRun")
             .and_then(Value::as_array)
             .is_some_and(|values| values.iter().any(|v| v == "All"));
+    let delete_options = super::deletion::DeleteOptions::parse(&options, query)?;
     let uid_precondition = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned);
     let version_precondition =
         match options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
@@ -1453,7 +1453,7 @@ pub async fn delete(
             .await
             .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?
             .ok_or_else(|| ApiError::not_found(target.subject(&name)))?;
-        let mut object = stamped(&current, current.mod_revision)?;
+        let object = stamped(&current, current.mod_revision)?;
         if let Some(uid) = &uid_precondition {
             let actual = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
             if actual != uid {
@@ -1482,7 +1482,7 @@ pub async fn delete(
                 super::namespaces::DeleteStep::Terminate(marked) => {
                     match storage.update(&key, encode_for_storage(&marked), current.mod_revision).await {
                         Ok(stored) => {
-                            super::namespaces::wake();
+                            super::namespaces::marked(&marked);
                             return Ok(object_response(
                                 wire,
                                 StatusCode::OK,
@@ -1499,29 +1499,25 @@ pub async fn delete(
                 super::namespaces::DeleteStep::Delete => {}
             }
         }
-        let has_finalizers = object
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|finalizers| !finalizers.is_empty());
-        if has_finalizers {
-            // Marked for deletion; it goes when its finalizers are removed.
-            if object.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(object_response(wire, StatusCode::ACCEPTED, &object));
+        let pod = ty.group.is_empty() && ty.plural == "pods";
+        match super::deletion::plan(&object, pod, &delete_options, SystemTime::now()) {
+            super::deletion::Plan::Pending => {
+                return Ok(object_response(wire, delete_options.pending_code(), &object));
             }
-            let metadata = metadata_mut(&mut object);
-            metadata.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-            metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
-            match storage.update(&key, encode_for_storage(&object), current.mod_revision).await {
-                Ok(stored) => {
-                    return Ok(object_response(
-                        wire,
-                        StatusCode::ACCEPTED,
-                        &stamped(&stored, stored.mod_revision)?,
-                    ))
+            super::deletion::Plan::Mark(marked) => {
+                match storage.update(&key, encode_for_storage(&marked), current.mod_revision).await {
+                    Ok(stored) => {
+                        return Ok(object_response(
+                            wire,
+                            delete_options.pending_code(),
+                            &stamped(&stored, stored.mod_revision)?,
+                        ))
+                    }
+                    Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
+                    Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
                 }
-                Err(StorageError::Conflict { .. }) if version_precondition.is_none() => continue,
-                Err(error) => return Err(ApiError::from_storage(error, target.subject(&name))),
             }
+            super::deletion::Plan::DeleteNow => {}
         }
         match storage.delete(&key, Some(current.mod_revision)).await {
             Ok(_) => {

@@ -11,6 +11,7 @@
 //! - `discovery`: discovery and OpenAPI documents;
 //! - `health`: `/readyz` and its checks;
 //! - `crd`: CustomResourceDefinitions;
+//! - `deletion`: what a DELETE does (graceful deletion, propagation policies, finalizers);
 //! - `namespaces`: the namespace lifecycle (Terminating, the namespace controller);
 //! - `negotiate`: JSON or protobuf, from `Accept` and `Content-Type`;
 //! - `printers`: Tables, with kube-apiserver's columns for each type;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use crate::registry::Registry;
 
 pub mod crd;
+pub mod deletion;
 pub mod discovery;
 pub mod handlers;
 pub mod health;

@@ -45,6 +45,11 @@ const IMMORTAL: [&str; 3] = ["default", "kube-system", "kube-public"];
 
 /// Wakes the controller at once after a namespace is marked for deletion in this process.
 static WAKE: Notify = Notify::const_new();
+/// The namespaces this process marked for deletion lately (name → uid, when), so that a create
+/// right after the DELETE is refused even while the cache still shows the namespace `Active`.
+static MARKED: std::sync::Mutex<Vec<(String, String, Instant)>> = std::sync::Mutex::new(Vec::new());
+/// How long [`MARKED`] remembers a namespace: far longer than the cache lags.
+const REMEMBER: Duration = Duration::from_secs(60);
 
 /// Whether `namespace` is being deleted.
 pub fn is_terminating(namespace: &Value) -> bool {
@@ -129,9 +134,29 @@ pub fn terminating(created: Subject<'_>, namespace: &str) -> ApiError {
     error
 }
 
-/// Tells the controller that a namespace was just marked for deletion.
-pub fn wake() {
+/// Records that `marked` (as stored) was just marked for deletion, and wakes the controller.
+pub fn marked(marked: &Value) {
+    let field = |path| marked.pointer(path).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut list = MARKED.lock().expect("not poisoned");
+    list.retain(|(_, _, at)| at.elapsed() < REMEMBER);
+    list.push((field("/metadata/name"), field("/metadata/uid"), Instant::now()));
+    drop(list);
     WAKE.notify_one();
+}
+
+/// Whether `namespace` (as read, perhaps from a cache that lags) is being deleted: it says so,
+/// or this process marked it (the same namespace, by uid) a moment ago.
+pub fn is_terminating_now(namespace: &Value) -> bool {
+    if is_terminating(namespace) {
+        return true;
+    }
+    let name = namespace.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let uid = namespace.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    MARKED
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .any(|(marked, marked_uid, at)| marked == name && marked_uid == uid && at.elapsed() < REMEMBER)
 }
 
 fn subject(name: &str) -> Subject<'_> {

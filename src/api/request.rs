@@ -107,6 +107,12 @@ pub struct Query {
     /// `includeObject` (a Table's rows' objects), as given; checked by
     /// [`Query::include_object`] when a Table is asked for.
     pub include_object: Option<String>,
+    /// A DELETE's `gracePeriodSeconds` (DeleteOptions in the body take precedence).
+    pub grace_period_seconds: Option<i64>,
+    /// A DELETE's `propagationPolicy`, as given.
+    pub propagation_policy: Option<String>,
+    /// A DELETE's legacy `orphanDependents`.
+    pub orphan_dependents: Option<bool>,
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
@@ -155,6 +161,13 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, ApiError> {
                 })?)
             }
             "includeObject" => parsed.include_object = Some(value.clone()),
+            "gracePeriodSeconds" if !value.is_empty() => {
+                parsed.grace_period_seconds = Some(value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid gracePeriodSeconds {value:?}: must be an integer"))
+                })?)
+            }
+            "propagationPolicy" if !value.is_empty() => parsed.propagation_policy = Some(value.clone()),
+            "orphanDependents" => parsed.orphan_dependents = Some(parse_bool(name, value)?),
             "dryRun" => match value.as_str() {
                 "All" => parsed.dry_run = true,
                 "" => {}
