@@ -330,6 +330,71 @@ const PDB_COLUMNS: &[Column<'static>] = &[
     column("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time."),
     AGE,
 ];
+const PV_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#capacity"),
+    column("Access Modes", "string", "accessModes contains all ways the volume can be mounted. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes"),
+    column("Reclaim Policy", "string", "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim. Valid options are Retain (default for manually created PersistentVolumes), Delete (default for dynamically provisioned PersistentVolumes), and Recycle (deprecated). Recycle must be supported by the volume plugin underlying this PersistentVolume. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#reclaiming"),
+    column("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#phase"),
+    column("Claim", "string", "claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim. Expected to be non-nil when bound. claim.VolumeName is the authoritative bind between PV and PVC. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#binding"),
+    column("StorageClass", "string", "StorageClass of the pv"),
+    column("VolumeAttributesClass", "string", "VolumeAttributesClass of the pv"),
+    column("Reason", "string", "reason is a brief CamelCase string that describes any failure and is meant for machine parsing and tidy display in the CLI."),
+    AGE,
+    wide("VolumeMode", "string", "volumeMode defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not included in spec."),
+];
+const PVC_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
+    column("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
+    column("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
+    column("Access Modes", "string", "accessModes contains the actual access modes the volume backing the PVC has. More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes#access-modes-1"),
+    column("StorageClass", "string", "StorageClass of the pvc"),
+    column("VolumeAttributesClass", "string", "VolumeAttributesClass of the pvc"),
+    AGE,
+    wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim. Value of Filesystem is implied when not included in claim spec."),
+];
+const RESOURCE_QUOTA_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Request", "string", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    column("Limit", "string", "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+    AGE,
+];
+const LIMIT_RANGE_COLUMNS: &[Column<'static>] = &[NAME, column("Created At", "date", CREATED_DOC)];
+const ENDPOINT_SLICE_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type."),
+    column("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
+    column("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
+    AGE,
+];
+const CSI_DRIVER_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("AttachRequired", "boolean", "attachRequired indicates this CSI volume driver requires an attach operation (because it implements the CSI ControllerPublishVolume() method), and that the Kubernetes attach detach controller should call the attach volume interface which checks the volumeattachment status and waits until the volume is attached before proceeding to mounting."),
+    column("PodInfoOnMount", "boolean", "podInfoOnMount indicates this CSI volume driver requires additional pod information (like podName, podUID, etc.) during mount operations, if set to true."),
+    column("StorageCapacity", "boolean", "storageCapacity indicates that the CSI volume driver wants pod scheduling to consider the storage capacity that the driver deployment will report by creating CSIStorageCapacity objects with capacity information, if set to true."),
+    column("TokenRequests", "string", "tokenRequests indicates the CSI driver needs pods' service account tokens it is mounting volume for to do necessary authentication."),
+    column("RequiresRepublish", "boolean", "requiresRepublish indicates the CSI driver wants `NodePublishVolume` being periodically called to reflect any possible change in the mounted volume."),
+    column("Modes", "string", "volumeLifecycleModes defines what kind of volumes this CSI volume driver supports."),
+    AGE,
+];
+const HPA_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    column("Reference", "string", "scaleTargetRef points to the target resource to scale, and is used to the pods for which metrics should be collected, as well as to actually change the replica count."),
+    column("Targets", "string", "metrics contains the specifications for which to use to calculate the desired replica count (the maximum replica count across all metrics will be used)."),
+    column("MinPods", "string", "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down. It defaults to 1 pod."),
+    column("MaxPods", "string", "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up. It cannot be less that minReplicas."),
+    column("Replicas", "string", "currentReplicas is current number of replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
+    AGE,
+];
+const CSR_COLUMNS: &[Column<'static>] = &[
+    NAME,
+    AGE,
+    column("SignerName", "string", "signerName indicates the requested signer, and is a qualified name."),
+    column("Requestor", "string", "request contains an x509 certificate signing request encoded in a \"CERTIFICATE REQUEST\" PEM block."),
+    column("RequestedDuration", "string", "expirationSeconds is the requested duration of validity of the issued certificate."),
+    column("Condition", "string", "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\"."),
+];
 const STORAGE_CLASS_COLUMNS: &[Column<'static>] = &[
     NAME,
     column("Provisioner", "string", "Indicates the type of the provisioner."),
@@ -460,14 +525,14 @@ impl<'a> Printer<'a> {
                     Some((NETWORK_POLICY_COLUMNS, network_policy_row))
                 }
                 ("node.k8s.io", "runtimeclasses") => Some((RUNTIME_CLASS_COLUMNS, runtime_class_row)),
-                // Not yet kube's own columns: the default Table.
-                ("", "persistentvolumes" | "persistentvolumeclaims" | "resourcequotas" | "limitranges")
-                | ("discovery.k8s.io", "endpointslices")
-                | ("storage.k8s.io", "csidrivers")
-                | ("autoscaling", "horizontalpodautoscalers")
-                | ("certificates.k8s.io", "certificatesigningrequests") => {
-                    Some((DEFAULT_COLUMNS, default_row))
-                }
+                ("", "persistentvolumes") => Some((PV_COLUMNS, persistent_volume_row)),
+                ("", "persistentvolumeclaims") => Some((PVC_COLUMNS, persistent_volume_claim_row)),
+                ("", "resourcequotas") => Some((RESOURCE_QUOTA_COLUMNS, resource_quota_row)),
+                ("", "limitranges") => Some((LIMIT_RANGE_COLUMNS, limit_range_row)),
+                ("discovery.k8s.io", "endpointslices") => Some((ENDPOINT_SLICE_COLUMNS, endpoint_slice_row)),
+                ("storage.k8s.io", "csidrivers") => Some((CSI_DRIVER_COLUMNS, csi_driver_row)),
+                ("autoscaling", "horizontalpodautoscalers") => Some((HPA_COLUMNS, hpa_row)),
+                ("certificates.k8s.io", "certificatesigningrequests") => Some((CSR_COLUMNS, csr_row)),
                 ("rbac.authorization.k8s.io", "roles" | "clusterroles") => Some((ROLE_COLUMNS, default_row)),
                 ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
                     Some((BINDING_COLUMNS, binding_row))
@@ -1244,6 +1309,290 @@ fn pdb_row(budget: &Value, now: Timestamp) -> Row {
         json!(int_or_string(at(budget, "/spec/maxUnavailable"))),
         json!(int(budget, "/status/disruptionsAllowed")),
         age(budget, now),
+    ]
+    .into()
+}
+
+/// kube's `GetAccessModesAsString`: RWO, ROX, RWX and RWOP, in that order.
+fn access_modes(modes: &[Value]) -> String {
+    let has = |mode: &str| modes.iter().any(|given| given == mode);
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(mode, _)| has(mode))
+    .map(|(_, short)| *short)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// The storage class of a volume or claim: the beta annotation, else `spec.storageClassName`.
+fn storage_class(object: &Value) -> &str {
+    let annotation = text(object, "/metadata/annotations/volume.beta.kubernetes.io~1storage-class");
+    if annotation.is_empty() {
+        text(object, "/spec/storageClassName")
+    } else {
+        annotation
+    }
+}
+
+/// A quantity as a cell; a missing one is kube's zero quantity, `0`.
+fn quantity(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => "0".into(),
+    }
+}
+
+fn deleting_or(object: &Value, phase: &str) -> String {
+    if at(object, "/metadata/deletionTimestamp").is_string() {
+        "Terminating".into()
+    } else {
+        phase.to_owned()
+    }
+}
+
+fn persistent_volume_row(volume: &Value, now: Timestamp) -> Row {
+    let claim = match object(volume, "/spec/claimRef") {
+        Some(claim) => format!("{}/{}", text(claim, "/namespace"), text(claim, "/name")),
+        None => String::new(),
+    };
+    vec![
+        name(volume),
+        json!(quantity(at(volume, "/spec/capacity/storage"))),
+        json!(access_modes(list(volume, "/spec/accessModes"))),
+        json!(text(volume, "/spec/persistentVolumeReclaimPolicy")),
+        json!(deleting_or(volume, text(volume, "/status/phase"))),
+        json!(claim),
+        json!(storage_class(volume)),
+        json!(text_or(volume, "/spec/volumeAttributesClassName", "<unset>")),
+        json!(text(volume, "/status/reason")),
+        age(volume, now),
+        json!(text_or(volume, "/spec/volumeMode", "<unset>")),
+    ]
+    .into()
+}
+
+fn persistent_volume_claim_row(claim: &Value, now: Timestamp) -> Row {
+    let volume = text(claim, "/spec/volumeName");
+    let (capacity, modes) = if volume.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (quantity(at(claim, "/status/capacity/storage")), access_modes(list(claim, "/status/accessModes")))
+    };
+    vec![
+        name(claim),
+        json!(deleting_or(claim, text(claim, "/status/phase"))),
+        json!(volume),
+        json!(capacity),
+        json!(modes),
+        json!(storage_class(claim)),
+        json!(text_or(claim, "/spec/volumeAttributesClassName", "<unset>")),
+        age(claim, now),
+        json!(text_or(claim, "/spec/volumeMode", "<unset>")),
+    ]
+    .into()
+}
+
+/// kube's `printResourceQuota`: `resource: used/hard` for every hard limit in name order, the
+/// `limits.*` ones in the Limit column.
+fn resource_quota_row(quota: &Value, now: Timestamp) -> Row {
+    let hard = at(quota, "/status/hard").as_object().cloned().unwrap_or_default();
+    let mut requests = Vec::new();
+    let mut limits = Vec::new();
+    let mut names: Vec<&String> = hard.keys().collect();
+    names.sort();
+    for resource in names {
+        let used = quota
+            .pointer("/status/used")
+            .and_then(|used| used.get(resource.as_str()))
+            .unwrap_or(&Value::Null);
+        let cell = format!("{resource}: {}/{}", quantity(used), quantity(&hard[resource]));
+        if resource.split('.').count() > 1 && resource.starts_with("limits.") {
+            limits.push(cell);
+        } else {
+            requests.push(cell);
+        }
+    }
+    vec![name(quota), json!(requests.join(", ")), json!(limits.join(", ")), age(quota, now)].into()
+}
+
+fn limit_range_row(range: &Value, _now: Timestamp) -> Row {
+    vec![name(range), json!(text(range, "/metadata/creationTimestamp"))].into()
+}
+
+/// kube's `listWithMoreString`: the first three, `+ N more...`, or `<unset>` for none.
+fn list_with_more(items: &[String], max: usize) -> String {
+    let shown = items.iter().take(max).cloned().collect::<Vec<_>>().join(",");
+    if items.len() > max {
+        format!("{shown} + {} more...", items.len() - max)
+    } else if shown.is_empty() {
+        "<unset>".into()
+    } else {
+        shown
+    }
+}
+
+fn endpoint_slice_row(slice: &Value, now: Timestamp) -> Row {
+    let ports: Vec<String> = list(slice, "/ports")
+        .iter()
+        .map(|port| match (at(port, "/port").as_i64(), at(port, "/name").as_str()) {
+            (Some(number), _) => number.to_string(),
+            (None, Some(name)) => name.to_owned(),
+            (None, None) => "*".into(),
+        })
+        .collect();
+    let addresses: Vec<String> = list(slice, "/endpoints")
+        .iter()
+        .flat_map(|endpoint| list(endpoint, "/addresses").iter().filter_map(Value::as_str).map(str::to_owned))
+        .collect();
+    vec![
+        name(slice),
+        json!(text(slice, "/addressType")),
+        json!(list_with_more(&ports, 3)),
+        json!(list_with_more(&addresses, 3)),
+        age(slice, now),
+    ]
+    .into()
+}
+
+fn csi_driver_row(driver: &Value, now: Timestamp) -> Row {
+    let flag = |pointer: &str, default: bool| at(driver, pointer).as_bool().unwrap_or(default);
+    let audiences: Vec<&str> =
+        list(driver, "/spec/tokenRequests").iter().map(|request| text(request, "/audience")).collect();
+    let tokens = if audiences.is_empty() { "<unset>".to_owned() } else { audiences.join(",") };
+    let modes: Vec<&str> =
+        list(driver, "/spec/volumeLifecycleModes").iter().filter_map(Value::as_str).collect();
+    let modes = if modes.is_empty() { "Persistent".to_owned() } else { modes.join(",") };
+    vec![
+        name(driver),
+        json!(flag("/spec/attachRequired", true)),
+        json!(flag("/spec/podInfoOnMount", false)),
+        json!(flag("/spec/storageCapacity", false)),
+        json!(tokens),
+        json!(flag("/spec/requiresRepublish", false)),
+        json!(modes),
+        age(driver, now),
+    ]
+    .into()
+}
+
+/// One HPA metric as kube's `formatHPAMetrics` shows it: `current/target`, `<unknown>` for a
+/// current value not reported yet.
+fn hpa_metric(spec: &Value, current: Option<&Value>) -> String {
+    let value = |target: &Value, pointer: &str| at(target, pointer).clone();
+    let shown = |value: &Value| if value.is_null() { "<unknown>".to_owned() } else { quantity(value) };
+    match text(spec, "/type") {
+        kind @ ("Resource" | "ContainerResource") => {
+            let source = if kind == "Resource" { "/resource" } else { "/containerResource" };
+            let metric = at(spec, source);
+            let resource = text(metric, "/name");
+            let current = current.map(|current| at(current, source)).unwrap_or(&Value::Null);
+            if let Some(utilization) = at(metric, "/target/averageUtilization").as_i64() {
+                let now = match at(current, "/current/averageUtilization").as_i64() {
+                    Some(used) => format!("{used}%"),
+                    None => "<unknown>".into(),
+                };
+                format!("{resource}: {now}/{utilization}%")
+            } else {
+                format!(
+                    "{resource}: {}/{}",
+                    shown(&value(current, "/current/averageValue")),
+                    quantity(at(metric, "/target/averageValue"))
+                )
+            }
+        }
+        kind @ ("Pods" | "Object" | "External") => {
+            let source = match kind {
+                "Pods" => "/pods",
+                "Object" => "/object",
+                _ => "/external",
+            };
+            let metric = at(spec, source);
+            let current = current.map(|current| at(current, source)).unwrap_or(&Value::Null);
+            if at(metric, "/target/averageValue").is_null() && !at(metric, "/target/value").is_null() {
+                format!(
+                    "{}/{}",
+                    shown(&value(current, "/current/value")),
+                    quantity(at(metric, "/target/value"))
+                )
+            } else {
+                let average = if kind == "Pods" { "" } else { " (avg)" };
+                format!(
+                    "{}/{}{average}",
+                    shown(&value(current, "/current/averageValue")),
+                    quantity(at(metric, "/target/averageValue"))
+                )
+            }
+        }
+        _ => "<unknown type>".into(),
+    }
+}
+
+fn hpa_row(autoscaler: &Value, now: Timestamp) -> Row {
+    let target = at(autoscaler, "/spec/scaleTargetRef");
+    let reference = format!("{}/{}", text(target, "/kind"), text(target, "/name"));
+    let specs = list(autoscaler, "/spec/metrics");
+    let currents = list(autoscaler, "/status/currentMetrics");
+    let metrics: Vec<String> =
+        specs.iter().enumerate().map(|(index, spec)| hpa_metric(spec, currents.get(index))).collect();
+    let targets = match metrics.len() {
+        0 => "<none>".to_owned(),
+        1..=2 => metrics.join(", "),
+        more => format!("{} + {} more...", metrics[..2].join(", "), more - 2),
+    };
+    let min_pods = match at(autoscaler, "/spec/minReplicas").as_i64() {
+        Some(min) => min.to_string(),
+        None => "<unset>".into(),
+    };
+    vec![
+        name(autoscaler),
+        json!(reference),
+        json!(targets),
+        json!(min_pods),
+        json!(int(autoscaler, "/spec/maxReplicas")),
+        json!(int(autoscaler, "/status/currentReplicas")),
+        age(autoscaler, now),
+    ]
+    .into()
+}
+
+/// kube's `extractCSRStatus`: Denied, Approved or Pending, then Failed and Issued.
+fn csr_condition(request: &Value) -> String {
+    let has =
+        |kind: &str| list(request, "/status/conditions").iter().any(|condition| condition["type"] == kind);
+    let mut status = if has("Denied") {
+        "Denied".to_owned()
+    } else if has("Approved") {
+        "Approved".to_owned()
+    } else {
+        "Pending".to_owned()
+    };
+    if has("Failed") {
+        status.push_str(",Failed");
+    }
+    if !text(request, "/status/certificate").is_empty() {
+        status.push_str(",Issued");
+    }
+    status
+}
+
+fn csr_row(request: &Value, now: Timestamp) -> Row {
+    let requested = match at(request, "/spec/expirationSeconds").as_u64() {
+        Some(seconds) => human_duration(Duration::from_secs(seconds)),
+        None => "<none>".into(),
+    };
+    vec![
+        name(request),
+        age(request, now),
+        json!(text(request, "/spec/signerName")),
+        json!(text(request, "/spec/username")),
+        json!(requested),
+        json!(csr_condition(request)),
     ]
     .into()
 }
@@ -2611,6 +2960,161 @@ mod tests {
             "an unknown Table version is passed over"
         );
         assert_eq!(wants_table(&http::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn storage_quota_discovery_autoscaling_and_certificate_types_print_kubes_columns() {
+        let names =
+            |plural: &str| headers(&builtin(plural)).into_iter().map(|(name, _)| name).collect::<Vec<_>>();
+        assert_eq!(
+            names("persistentvolumes"),
+            [
+                "Name",
+                "Capacity",
+                "Access Modes",
+                "Reclaim Policy",
+                "Status",
+                "Claim",
+                "StorageClass",
+                "VolumeAttributesClass",
+                "Reason",
+                "Age",
+                "VolumeMode"
+            ]
+        );
+        assert_eq!(headers(&builtin("persistentvolumes"))[10].1, 1, "VolumeMode is -o wide's");
+        let pv = cells(
+            &builtin("persistentvolumes"),
+            json!({"metadata": {"name": "pv1", "creationTimestamp": HOUR_AGO},
+                "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain", "claimRef": {"namespace": "default", "name": "data"},
+                    "storageClassName": "fast"},
+                "status": {"phase": "Bound"}}),
+        );
+        assert_eq!(
+            pv,
+            [
+                json!("pv1"),
+                json!("10Gi"),
+                json!("RWO,RWX"),
+                json!("Retain"),
+                json!("Bound"),
+                json!("default/data"),
+                json!("fast"),
+                json!("<unset>"),
+                json!(""),
+                json!("60m"),
+                json!("<unset>")
+            ]
+        );
+        let pvc = cells(
+            &builtin("persistentvolumeclaims"),
+            json!({"metadata": {"name": "data", "creationTimestamp": HOUR_AGO, "deletionTimestamp": NOW},
+                "spec": {"volumeName": "pv1", "storageClassName": "fast", "volumeMode": "Filesystem"},
+                "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"]}}),
+        );
+        assert_eq!(
+            pvc,
+            [
+                json!("data"),
+                json!("Terminating"),
+                json!("pv1"),
+                json!("10Gi"),
+                json!("RWO"),
+                json!("fast"),
+                json!("<unset>"),
+                json!("60m"),
+                json!("Filesystem")
+            ]
+        );
+        let quota = cells(
+            &builtin("resourcequotas"),
+            json!({"metadata": {"name": "q", "creationTimestamp": HOUR_AGO},
+                "status": {"hard": {"pods": "10", "limits.cpu": "4", "requests.cpu": "2"},
+                    "used": {"pods": "3", "requests.cpu": "500m"}}}),
+        );
+        assert_eq!(
+            quota,
+            [json!("q"), json!("pods: 3/10, requests.cpu: 500m/2"), json!("limits.cpu: 0/4"), json!("60m")]
+        );
+        assert_eq!(names("limitranges"), ["Name", "Created At"]);
+        let slice = cells(
+            &builtin("endpointslices"),
+            json!({"metadata": {"name": "web-abc", "creationTimestamp": HOUR_AGO}, "addressType": "IPv4",
+                "ports": [{"port": 80}, {"name": "metrics"}],
+                "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2", "10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]}),
+        );
+        assert_eq!(
+            slice,
+            [
+                json!("web-abc"),
+                json!("IPv4"),
+                json!("80,metrics"),
+                json!("10.0.0.1,10.0.0.2,10.0.0.3 + 1 more..."),
+                json!("60m")
+            ]
+        );
+        let empty =
+            cells(&builtin("endpointslices"), json!({"metadata": {"name": "e"}, "addressType": "IPv4"}));
+        assert_eq!(empty[2], "<unset>");
+        let driver = cells(
+            &builtin("csidrivers"),
+            json!({"metadata": {"name": "ebs.csi.aws.com", "creationTimestamp": HOUR_AGO},
+                "spec": {"attachRequired": true, "podInfoOnMount": false, "volumeLifecycleModes": ["Persistent", "Ephemeral"]}}),
+        );
+        assert_eq!(
+            driver,
+            [
+                json!("ebs.csi.aws.com"),
+                json!(true),
+                json!(false),
+                json!(false),
+                json!("<unset>"),
+                json!(false),
+                json!("Persistent,Ephemeral"),
+                json!("60m")
+            ]
+        );
+        let hpa = cells(
+            &builtin("horizontalpodautoscalers"),
+            json!({"metadata": {"name": "web", "creationTimestamp": HOUR_AGO},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 2, "maxReplicas": 10,
+                    "metrics": [
+                        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}},
+                        {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "1k"}}},
+                        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}}}]},
+                "status": {"currentReplicas": 3, "currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45}}}]}}),
+        );
+        assert_eq!(
+            hpa,
+            [
+                json!("web"),
+                json!("Deployment/web"),
+                json!("cpu: 45%/80%, <unknown>/1k + 1 more..."),
+                json!("2"),
+                json!(10),
+                json!(3),
+                json!("60m")
+            ]
+        );
+        let csr = cells(
+            &builtin("certificatesigningrequests"),
+            json!({"metadata": {"name": "node-csr", "creationTimestamp": HOUR_AGO},
+                "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet", "username": "system:node:n1", "expirationSeconds": 86400},
+                "status": {"conditions": [{"type": "Approved", "status": "True"}], "certificate": "LS0t"}}),
+        );
+        assert_eq!(
+            csr,
+            [
+                json!("node-csr"),
+                json!("60m"),
+                json!("kubernetes.io/kube-apiserver-client-kubelet"),
+                json!("system:node:n1"),
+                json!("24h"),
+                json!("Approved,Issued")
+            ]
+        );
     }
 
     #[test]
