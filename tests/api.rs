@@ -48,6 +48,78 @@ fn server() -> (ServerProcess, tempfile::TempDir) {
     (server, dir)
 }
 
+/// Aggregated discovery: `/api` and `/apis` as one `APIGroupDiscoveryList` each, as kubectl asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery_lists_every_group_version_and_resource() {
+    let (server, _dir) = server();
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let get = |path: &str| {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n",
+            server.address
+        );
+        let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+        use std::io::{Read, Write};
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.to_ascii_lowercase(), serde_json::from_str::<Value>(body).unwrap())
+    };
+    let (head, apis) = get("/apis");
+    assert!(
+        head.contains("content-type: application/json;g=apidiscovery.k8s.io;v=v2;as=apigroupdiscoverylist"),
+        "{head}"
+    );
+    assert_eq!(apis["kind"], "APIGroupDiscoveryList");
+    assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2");
+    let apps =
+        apis["items"].as_array().unwrap().iter().find(|group| group["metadata"]["name"] == "apps").unwrap();
+    let v1 = &apps["versions"][0];
+    assert_eq!(v1["version"], "v1");
+    assert_eq!(v1["freshness"], "Current");
+    let deployments =
+        v1["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "deployments").unwrap();
+    assert_eq!(deployments["responseKind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
+    assert_eq!(deployments["scope"], "Namespaced");
+    assert_eq!(deployments["singularResource"], "deployment");
+    assert_eq!(deployments["shortNames"], json!(["deploy"]));
+    let subresources = deployments["subresources"].as_array().unwrap();
+    let scale = subresources.iter().find(|sub| sub["subresource"] == "scale").unwrap();
+    assert_eq!(scale["responseKind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+    assert!(subresources.iter().any(|sub| sub["subresource"] == "status"));
+
+    let (_, core) = get("/api");
+    let groups = core["items"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert!(groups[0]["metadata"].get("name").is_none(), "the core group has no name");
+    let pods = groups[0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "pods")
+        .unwrap();
+    let nested: Vec<&str> = pods["subresources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sub| sub["subresource"].as_str().unwrap())
+        .collect();
+    for subresource in ["status", "binding", "eviction"] {
+        assert!(nested.contains(&subresource), "{nested:?}");
+    }
+    let nodes = groups[0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "nodes")
+        .unwrap();
+    assert_eq!(nodes["scope"], "Cluster");
+    // Without the aggregated media type, the legacy documents.
+    let http = Http::new(&server.address, false);
+    assert_eq!(http.get("/apis").await.json()["kind"], "APIGroupList");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_describes_the_served_resources() {
     let (server, _dir) = server();

@@ -1,6 +1,12 @@
 //! Discovery documents, generated from the registry: `/api`, `/api/v1`, `/apis`,
 //! `/apis/<group>`, `/apis/<group>/<version>`, and the OpenAPI v3 index kubectl consults to learn
 //! that the server validates fields itself.
+//!
+//! Aggregated discovery (`apidiscovery.k8s.io/v2`, and `v2beta1` for older clients): when a
+//! GET of `/api` or `/apis` accepts `application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`,
+//! the answer is one `APIGroupDiscoveryList` with every group, version and resource (and its
+//! subresources), so that kubectl and client-go learn the whole API in two requests instead of
+//! one per group-version. It is built from the same resource lists as the per-version documents.
 
 use std::collections::BTreeMap;
 
@@ -191,4 +197,134 @@ pub fn openapi_group_version(registry: &Registry, group: &str, version: &str) ->
         "paths": paths,
         "components": {"schemas": {}},
     }))
+}
+
+/// The aggregated discovery version a request's `Accept` asks for (`v2` or `v2beta1`), if any:
+/// the first JSON media type with `g=apidiscovery.k8s.io` and `as=APIGroupDiscoveryList`.
+pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
+    for media in accept?.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        if parts.next() != Some("application/json") {
+            continue;
+        }
+        let (mut group, mut version, mut kind) = (None, None, None);
+        for parameter in parts {
+            match parameter.split_once('=') {
+                Some(("g", value)) => group = Some(value),
+                Some(("v", value)) => version = Some(value),
+                Some(("as", value)) => kind = Some(value),
+                _ => {}
+            }
+        }
+        if group == Some("apidiscovery.k8s.io") && kind == Some("APIGroupDiscoveryList") {
+            match version {
+                Some("v2") => return Some("v2"),
+                Some("v2beta1") => return Some("v2beta1"),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// The `Content-Type` of an aggregated discovery answer in `version`.
+pub fn aggregated_content_type(version: &str) -> String {
+    format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList")
+}
+
+/// One version of a group, aggregated: its resources with their subresources nested.
+fn aggregated_group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+    let list = resource_list(registry, group, version)?;
+    let mut resources: Vec<Value> = Vec::new();
+    for entry in list["resources"].as_array().into_iter().flatten() {
+        let name = entry["name"].as_str().unwrap_or_default();
+        let response_kind = json!({
+            "group": entry.get("group").cloned().unwrap_or_else(|| json!(group)),
+            "version": entry.get("version").cloned().unwrap_or_else(|| json!(version)),
+            "kind": entry["kind"],
+        });
+        match name.split_once('/') {
+            Some((parent, subresource)) => {
+                let parent = resources.iter_mut().find(|resource| resource["resource"] == parent);
+                if let Some(parent) = parent {
+                    let subresources = parent["subresources"].as_array_mut().expect("an array");
+                    subresources.push(json!({
+                        "subresource": subresource,
+                        "responseKind": response_kind,
+                        "verbs": entry["verbs"],
+                    }));
+                }
+            }
+            None => {
+                let mut resource = json!({
+                    "resource": name,
+                    "responseKind": response_kind,
+                    "scope": if entry["namespaced"] == true { "Namespaced" } else { "Cluster" },
+                    "singularResource": entry["singularName"],
+                    "verbs": entry["verbs"],
+                    "subresources": [],
+                });
+                for field in ["shortNames", "categories"] {
+                    if entry[field].as_array().is_some_and(|values| !values.is_empty()) {
+                        resource[field] = entry[field].clone();
+                    }
+                }
+                resources.push(resource);
+            }
+        }
+    }
+    for resource in &mut resources {
+        if resource["subresources"].as_array().is_some_and(Vec::is_empty) {
+            resource.as_object_mut().expect("an object").remove("subresources");
+        }
+    }
+    Some(json!({"version": version, "resources": resources, "freshness": "Current"}))
+}
+
+/// `/api` (`core`) or `/apis` as one aggregated `APIGroupDiscoveryList` in `version`.
+pub fn aggregated(registry: &Registry, core: bool, version: &str) -> Value {
+    let groups: Vec<(String, Vec<String>)> = if core {
+        vec![(String::new(), vec!["v1".to_owned()])]
+    } else {
+        groups(registry).into_iter().collect()
+    };
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .filter_map(|served| aggregated_group_version(registry, group, served))
+                .collect();
+            let mut metadata = json!({"creationTimestamp": null});
+            if !group.is_empty() {
+                metadata["name"] = json!(group);
+            }
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregated_version_comes_from_accept() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(Some(kubectl)), Some("v2"));
+        let older =
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList, application/json";
+        assert_eq!(aggregated_version(Some(older)), Some("v2beta1"));
+        let protobuf_only =
+            "application/vnd.kubernetes.protobuf;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        assert_eq!(aggregated_version(Some(protobuf_only)), None);
+        assert_eq!(aggregated_version(Some("application/json")), None);
+        assert_eq!(aggregated_version(None), None);
+    }
 }

@@ -375,11 +375,24 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
                 .body(full(Bytes::from(text)))
                 .expect("valid response"));
         }
-        "/api" if get => {
+        "/api" | "/apis" if get => {
+            let accept = request.headers().get(header::ACCEPT).and_then(|accept| accept.to_str().ok());
+            if let Some(version) = discovery::aggregated_version(accept) {
+                let document = discovery::aggregated(&state.registry, path == "/api", version);
+                let mut response = json_value(&document);
+                let content_type = discovery::aggregated_content_type(version);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.parse().expect("a header value"));
+                response.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Accept"));
+                return Ok(response);
+            }
+            if path == "/apis" {
+                return Ok(json_value(&discovery::group_list(&state.registry)));
+            }
             let host = request.headers().get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or("");
             return Ok(json_value(&discovery::core_versions(host)));
         }
-        "/apis" if get => return Ok(json_value(&discovery::group_list(&state.registry))),
         "/openapi/v3" if get => return Ok(json_value(&discovery::openapi_index(&state.registry))),
         "/healthz" | "/livez" | "/readyz" | "/version" | "/metrics" | "/api" | "/apis" | "/openapi/v3" => {
             return Err(ApiError::method_not_allowed(&method))
