@@ -435,7 +435,7 @@ async fn require_namespace(state: &ApiState, namespace: &str, created: Subject<'
         },
     };
     let terminating = serde_json::from_slice::<Value>(&stored)
-        .is_ok_and(|object| super::namespaces::is_terminating(&object));
+        .is_ok_and(|object| super::namespaces::is_terminating_now(&object));
     if terminating {
         return Err(super::namespaces::terminating(created, namespace));
     }

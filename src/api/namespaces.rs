@@ -449,6 +449,18 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_this_replica_just_marked_reads_as_terminating_from_a_lagging_cache() {
+        let active = json!({"metadata": {"name": "lagging", "uid": "u1"}, "status": {"phase": "Active"}});
+        assert!(!is_terminating_now(&active));
+        let mut marked_copy = active.clone();
+        marked_copy["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        marked(&marked_copy);
+        assert!(is_terminating_now(&active), "the cache's stale copy, same uid");
+        let recreated = json!({"metadata": {"name": "lagging", "uid": "u2"}, "status": {"phase": "Active"}});
+        assert!(!is_terminating_now(&recreated), "a namespace of the same name created since");
+    }
+
+    #[test]
     fn conditions_say_what_remains_in_kubes_words() {
         let mut remaining = Remaining::default();
         remaining.objects.insert("configmaps.".into(), 2);
