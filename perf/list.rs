@@ -365,6 +365,7 @@ fn report(points: &[Point], config: &Config) -> String {
                 cpu(1),
                 micros(level.cpu_per_request_us()),
                 ratio(speedup),
+                format!("{:.2} / {:.2}", level.load_cores(), level.others_cores()),
                 if level.errors > 0 { level.errors.to_string() } else { "0".into() },
             ]);
         }
@@ -381,6 +382,7 @@ fn report(points: &[Point], config: &Config) -> String {
                 "etcd CPU/list",
                 "server CPU/list",
                 "rv0 lists/s ÷ peer",
+                "cores: load generator / other processes",
                 "errors",
             ],
             &rows,

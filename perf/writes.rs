@@ -12,7 +12,8 @@
 //!   server's storage does.
 //!
 //! Reported per peer, phase and concurrency: writes/s, p50/p99 latency, server CPU per write
-//! (watchcache and etcd apart, from /proc), and writes/s ÷ raw etcd puts; SVG charts in
+//! (watchcache and etcd apart, from /proc), writes/s ÷ raw etcd puts, and the cores the load
+//! generator and the machine's other processes used meanwhile (from /proc/stat); SVG charts in
 //! `perf/charts/` (`PERF_CHARTS`). The servers run with `--max-mutating-requests-inflight=1000`
 //! so that 256 writers are not throttled with 429s (the default is kube's 200).
 
@@ -290,6 +291,7 @@ fn report(points: &[Point], config: &Config) -> String {
                     cpu(0),
                     cpu(1),
                     ratio(against),
+                    format!("{:.2} / {:.2}", level.load_cores(), level.others_cores()),
                     level.errors.to_string(),
                 ]);
             }
@@ -305,6 +307,7 @@ fn report(points: &[Point], config: &Config) -> String {
                 "watchcache CPU/write",
                 "etcd CPU/write",
                 "writes/s ÷ raw etcd puts",
+                "cores: load generator / other processes",
                 "errors",
             ],
             &rows,
@@ -417,19 +420,20 @@ fn main() -> ExitCode {
         config.peers.join(", "),
         scenario::machine()
     );
-    let mut points = Vec::new();
+    // Every peer's servers start first; then at each concurrency and phase the peers run one
+    // after the other, so that what else the machine does at a time weighs on all of them alike.
+    let mut setups = Vec::new();
     for peer in &config.peers {
-        println!("{peer}:");
-        let setup = match setup(&runtime, peer) {
-            Ok(setup) => setup,
-            Err(error) => {
-                println!("  failed to start: {error}");
-                continue;
-            }
-        };
-        for &clients in &config.clients {
-            for phase in [Phase::Create, Phase::Update] {
-                match measure(&runtime, &setup, peer, phase, clients, config.seconds) {
+        match setup(&runtime, peer) {
+            Ok(setup) => setups.push((peer.clone(), setup)),
+            Err(error) => println!("{peer}: failed to start: {error}"),
+        }
+    }
+    let mut points = Vec::new();
+    for &clients in &config.clients {
+        for phase in [Phase::Create, Phase::Update] {
+            for (peer, setup) in &setups {
+                match measure(&runtime, setup, peer, phase, clients, config.seconds) {
                     Ok(point) => {
                         println!("{}", load::progress(&format!("{peer} {}s", phase.name()), &point.level));
                         points.push(point);
@@ -439,6 +443,7 @@ fn main() -> ExitCode {
             }
         }
     }
+    drop(setups);
     println!("{}", report(&points, &config));
     match charts(&points, &config) {
         Ok(written) => println!("charts: {}", written.join(", ")),

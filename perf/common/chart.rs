@@ -74,6 +74,9 @@ pub fn write_svg(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Strin
             .map_err(error)?;
         chart
             .configure_mesh()
+            // Log axes have a light line per minor tick: too dense to read; the bold ones stay.
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.15))
             .x_desc(panel.x_label.as_str())
             .y_desc(panel.y_label.as_str())
             .x_label_formatter(&|x| short(*x))

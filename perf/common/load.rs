@@ -27,12 +27,34 @@ pub struct Level {
     pub max: f64,
     /// CPU seconds of each server process (in the order given) over the level.
     pub cpu: Vec<f64>,
+    /// CPU seconds of this process (the load generator) over the level.
+    pub load_cpu: f64,
+    /// CPU seconds the machine spent on anything else (other people's processes) over the level.
+    pub others_cpu: f64,
 }
 
 impl Level {
     pub fn per_second(&self) -> f64 {
         if self.seconds > 0.0 {
             self.requests as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Cores the rest of the machine kept busy over the level, on average.
+    pub fn others_cores(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.others_cpu / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Cores the load generator kept busy over the level, on average.
+    pub fn load_cores(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.load_cpu / self.seconds
         } else {
             0.0
         }
@@ -67,6 +89,8 @@ pub fn run<C: Client>(
     let errors = Arc::new(Mutex::new((0usize, None::<String>)));
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cpu_before: Vec<f64> = pids.iter().map(|pid| super::procs::cpu_seconds(*pid)).collect();
+    let own_before = super::procs::own_cpu_seconds();
+    let machine_before = super::procs::machine_busy_seconds();
     let start = Instant::now();
     let end = start + duration;
     runtime.block_on(async {
@@ -105,8 +129,11 @@ pub fn run<C: Client>(
         }
     });
     let seconds = start.elapsed().as_secs_f64();
-    let cpu =
+    let cpu: Vec<f64> =
         pids.iter().zip(&cpu_before).map(|(pid, before)| super::procs::cpu_seconds(*pid) - before).collect();
+    let load_cpu = super::procs::own_cpu_seconds() - own_before;
+    let machine = super::procs::machine_busy_seconds() - machine_before;
+    let others_cpu = (machine - load_cpu - cpu.iter().sum::<f64>()).max(0.0);
     let mut samples = std::mem::take(&mut *samples.lock().unwrap());
     samples.sort_by(f64::total_cmp);
     let (errors, first_error) = std::mem::take(&mut *errors.lock().unwrap());
@@ -120,6 +147,8 @@ pub fn run<C: Client>(
         p99: percentile(&samples, 0.99),
         max: samples.last().copied().unwrap_or(0.0),
         cpu,
+        load_cpu,
+        others_cpu,
     }
 }
 
@@ -135,6 +164,11 @@ pub fn progress(peer: &str, level: &Level) -> String {
         super::micros(level.p99),
         super::micros(level.cpu_per_request_us()),
     );
+    line.push_str(&format!(
+        "; load generator {:.2} cores, other processes {:.2} cores",
+        level.load_cores(),
+        level.others_cores()
+    ));
     if level.errors > 0 {
         line.push_str(&format!(
             "; {} errors, first: {}",

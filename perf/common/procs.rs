@@ -19,11 +19,30 @@ fn ticks_per_second() -> f64 {
 
 /// utime + stime of a process (every thread, living or gone), in seconds, from /proc/<pid>/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of this process, in seconds.
+pub fn own_cpu_seconds() -> f64 {
+    stat_cpu("/proc/self/stat")
+}
+
+fn stat_cpu(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let field = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
     (field(11) + field(12)) / ticks_per_second()
+}
+
+/// CPU seconds the whole machine spent busy since boot (every core: user, nice, system, irq,
+/// softirq), from /proc/stat.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else { return 0.0 };
+    let fields: Vec<f64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    [0, 1, 2, 5, 6].iter().filter_map(|&index| fields.get(index)).sum::<f64>() / ticks_per_second()
 }
 
 /// Resident set size of a process in bytes (VmRSS of /proc/<pid>/status).
