@@ -23,6 +23,9 @@
 //! Reported per peer and concurrency: lists/s, p50/p99 latency, and server CPU per list
 //! (utime + stime of watchcache and etcd from /proc, both apart), with the ratios of
 //! `watchcache-rv0` to each peer, and SVG charts in `perf/charts/` (`PERF_CHARTS`).
+//!
+//! Without `--bench` in its arguments (`cargo test --benches`) it is a smoke run: 600 objects,
+//! 1 and 2 clients, 0.3 s per point, every peer, and it fails on any error.
 
 #[path = "common/mod.rs"]
 mod scenario;
@@ -220,6 +223,16 @@ struct Config {
 }
 
 fn config() -> Result<Config, String> {
+    if scenario::quick() {
+        let peers = PEERS.iter().map(|peer| (*peer).to_owned()).collect();
+        return Ok(Config {
+            sizes: vec![600],
+            clients: vec![1, 2],
+            large_clients: vec![1],
+            seconds: 0.3,
+            peers,
+        });
+    }
     let peers = scenario::env_names("LIST_PEERS", PEERS);
     for peer in &peers {
         kind(peer)?;
@@ -580,6 +593,7 @@ fn main() -> ExitCode {
         scenario::machine()
     );
     let mut points = Vec::new();
+    let mut failures = 0;
     for &objects in &config.sizes {
         println!("{objects} objects:");
         let setup = match setup(&runtime, objects) {
@@ -595,9 +609,13 @@ fn main() -> ExitCode {
                 match measure(&runtime, &setup, peer, objects, clients, config.seconds) {
                     Ok(point) => {
                         println!("{}", load::progress(peer, &point.level));
+                        failures += usize::from(point.level.errors > 0);
                         points.push(point);
                     }
-                    Err(error) => println!("  {peer}, {clients} clients: failed: {error}"),
+                    Err(error) => {
+                        println!("  {peer}, {clients} clients: failed: {error}");
+                        failures += 1;
+                    }
                 }
             }
         }
@@ -605,7 +623,14 @@ fn main() -> ExitCode {
     println!("{}", report(&points, &config));
     match charts(&points, &config) {
         Ok(written) => println!("charts: {}", written.join(", ")),
-        Err(error) => eprintln!("list: charts: {error}"),
+        Err(error) => {
+            eprintln!("list: charts: {error}");
+            failures += 1;
+        }
+    }
+    if scenario::quick() && failures > 0 {
+        eprintln!("list: {failures} points failed or saw errors");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

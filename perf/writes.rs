@@ -16,6 +16,9 @@
 //! generator and the machine's other processes used meanwhile (from /proc/stat); SVG charts in
 //! `perf/charts/` (`PERF_CHARTS`). The servers run with `--max-mutating-requests-inflight=1000`
 //! so that 256 writers are not throttled with 429s (the default is kube's 200).
+//!
+//! Without `--bench` in its arguments (`cargo test --benches`) it is a smoke run: 1 and 4
+//! clients, 0.3 s per phase, every peer, and it fails on any error.
 
 #[path = "common/mod.rs"]
 mod scenario;
@@ -167,6 +170,10 @@ struct Config {
 }
 
 fn config() -> Result<Config, String> {
+    if scenario::quick() {
+        let peers = PEERS.iter().map(|peer| (*peer).to_owned()).collect();
+        return Ok(Config { clients: vec![1, 4], seconds: 0.3, peers });
+    }
     let peers = scenario::env_names("WRITES_PEERS", PEERS);
     if let Some(unknown) = peers.iter().find(|peer| !PEERS.contains(&peer.as_str())) {
         return Err(format!("unknown peer {unknown:?}; peers: {}", PEERS.join(", ")));
@@ -423,10 +430,14 @@ fn main() -> ExitCode {
     // Every peer's servers start first; then at each concurrency and phase the peers run one
     // after the other, so that what else the machine does at a time weighs on all of them alike.
     let mut setups = Vec::new();
+    let mut failures = 0;
     for peer in &config.peers {
         match setup(&runtime, peer) {
             Ok(setup) => setups.push((peer.clone(), setup)),
-            Err(error) => println!("{peer}: failed to start: {error}"),
+            Err(error) => {
+                println!("{peer}: failed to start: {error}");
+                failures += 1;
+            }
         }
     }
     let mut points = Vec::new();
@@ -436,9 +447,13 @@ fn main() -> ExitCode {
                 match measure(&runtime, setup, peer, phase, clients, config.seconds) {
                     Ok(point) => {
                         println!("{}", load::progress(&format!("{peer} {}s", phase.name()), &point.level));
+                        failures += usize::from(point.level.errors > 0);
                         points.push(point);
                     }
-                    Err(error) => println!("  {peer}, {clients} clients: failed: {error}"),
+                    Err(error) => {
+                        println!("  {peer}, {clients} clients: failed: {error}");
+                        failures += 1;
+                    }
                 }
             }
         }
@@ -447,7 +462,14 @@ fn main() -> ExitCode {
     println!("{}", report(&points, &config));
     match charts(&points, &config) {
         Ok(written) => println!("charts: {}", written.join(", ")),
-        Err(error) => eprintln!("writes: charts: {error}"),
+        Err(error) => {
+            eprintln!("writes: charts: {error}");
+            failures += 1;
+        }
+    }
+    if scenario::quick() && failures > 0 {
+        eprintln!("writes: {failures} points failed or saw errors");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

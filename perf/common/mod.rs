@@ -47,9 +47,19 @@ pub fn env_names(name: &str, default: &[&str]) -> Vec<String> {
     }
 }
 
+/// Whether this is a smoke run: `cargo bench` passes `--bench`, `cargo test --benches` does
+/// not. A smoke run uses tiny sizes whatever the environment says, writes its charts to a
+/// temporary directory, and fails on any error.
+pub fn quick() -> bool {
+    !std::env::args().any(|arg| arg == "--bench")
+}
+
 /// Where the charts go: `PERF_CHARTS` or `perf/charts` (cargo runs benches from the package
-/// root).
+/// root); a temporary directory in a smoke run.
 pub fn chart_dir() -> std::path::PathBuf {
+    if quick() {
+        return std::env::temp_dir().join("watchcache-perf-charts");
+    }
     std::env::var_os("PERF_CHARTS")
         .filter(|dir| !dir.is_empty())
         .map(std::path::PathBuf::from)
