@@ -660,6 +660,13 @@ fn main() -> ExitCode {
         config.watchers.retain(|watchers| *watchers <= fits);
     }
     if procs::etcd_binary().is_none() {
+        if scenario::quick() {
+            eprintln!(
+                "memory: {}: the smoke run covers the etcd peers and does not pass without them",
+                procs::NO_ETCD
+            );
+            return ExitCode::FAILURE;
+        }
         println!("{}: skipping the objects part (watchcache on etcd) and the etcd watchers", procs::NO_ETCD);
         config.object_kib.clear();
         config.transports.retain(|transport| transport != "etcd");

@@ -416,6 +416,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if procs::etcd_binary().is_none() {
+        if scenario::quick() {
+            eprintln!(
+                "writes: {}: the smoke run covers the etcd peers and does not pass without them",
+                procs::NO_ETCD
+            );
+            return ExitCode::FAILURE;
+        }
         println!("{}: skipping watchcache-etcd and etcd", procs::NO_ETCD);
         config.peers.retain(|peer| peer == "watchcache-embedded");
     }
