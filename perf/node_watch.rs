@@ -656,7 +656,7 @@ fn table(rows: &[Row], rate: f64) -> String {
     let mut out = String::new();
     out.push_str(
         "| peer | watchers | nodes | writes/s (of R) | server CPU µs / write (writes alone) | µs / delivered event | \
-         fan-out µs / delivered event | × watchcache-index (fan-out) | delivered / expected | \
+         × watchcache-index | fan-out µs / delivered event | delivered / expected | \
          missing / dup / out of order / failed | ack → receive p50 / p99 ms | load generator CPU s |\n",
     );
     out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
@@ -669,8 +669,8 @@ fn table(rows: &[Row], rate: f64) -> String {
                     .iter()
                     .find(|other| other.peer == Peer::Index && other.watchers == row.watchers)
                     .and_then(|other| other.figures.as_ref().ok())
-                    .and_then(Figures::fanout_us);
-                let ratio = index.zip(figures.fanout_us()).map(|(index, this)| this / index);
+                    .map(Figures::per_event_us);
+                let ratio = index.map(|index| figures.per_event_us() / index);
                 out.push_str(&format!(
                     "| {} | {} | {} | {:.0} (of {rate}) | {:.0} ({}) | {:.2} | {} | {} | {} / {} | {} / {} / {} / {} | {} / {} | {:.1} |\n",
                     row.peer.name(),
@@ -680,8 +680,8 @@ fn table(rows: &[Row], rate: f64) -> String {
                     figures.per_write_us(),
                     fixed(figures.baseline_us, 0),
                     figures.per_event_us(),
-                    fixed(figures.fanout_us(), 2),
                     fixed(ratio, 2),
+                    fixed(figures.fanout_us(), 2),
                     figures.delivered,
                     figures.expected,
                     figures.missing,
@@ -732,8 +732,17 @@ fn scaling(rows: &[Row], peers: &[Peer]) -> String {
             }
             _ => "fan-out per event: no baseline".to_owned(),
         };
+        // Least-squares slope of CPU per write against W: what each watcher adds to a write
+        // that does not interest it.
+        let n = points.len() as f64;
+        let mean_w = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+        let mean_us = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let covariance: f64 = points.iter().map(|p| (p.0 as f64 - mean_w) * (p.1 - mean_us)).sum();
+        let variance: f64 = points.iter().map(|p| (p.0 as f64 - mean_w).powi(2)).sum();
+        let slope_ns = if variance > 0.0 { 1e3 * covariance / variance } else { 0.0 };
         out.push_str(&format!(
-            "- {}: {}; for ×{:.1} watchers (same interested watchers per write): per write ×{:.2}, {growth}\n",
+            "- {}: {}; for ×{:.1} watchers (same interested watchers per write): per write ×{:.2}, {growth}; \
+             slope {slope_ns:.0} ns of CPU per write per watcher\n",
             peer.name(),
             shown.join("; "),
             last.0 as f64 / first.0 as f64,
@@ -779,7 +788,11 @@ fn main() -> ExitCode {
     // The writes alone, without watchers: what each peer spends per write before any fan-out.
     let mut baselines = Vec::new();
     let baseline_nodes = (largest / config.per_node).max(1);
-    for &peer in &config.peers {
+    // The field index changes nothing without watchers: `watchcache-no-index` shares the
+    // baseline of `watchcache-index` (same binary, same writes).
+    for &peer in
+        config.peers.iter().filter(|&&peer| peer != Peer::NoIndex || !config.peers.contains(&Peer::Index))
+    {
         println!("{}, the writes alone ({baseline_nodes} pods, no watchers):", peer.name());
         let figures = run(peer, 0, baseline_nodes, &config);
         match &figures {
@@ -790,7 +803,11 @@ fn main() -> ExitCode {
         }
         baselines.push((peer, figures.ok().map(|figures| figures.per_write_us())));
     }
-    let baseline_of = |peer: Peer| baselines.iter().find(|(of, _)| *of == peer).and_then(|(_, us)| *us);
+    let baseline_of = |peer: Peer| {
+        let peer =
+            if peer == Peer::NoIndex && config.peers.contains(&Peer::Index) { Peer::Index } else { peer };
+        baselines.iter().find(|(of, _)| *of == peer).and_then(|(_, us)| *us)
+    };
     let mut rows = Vec::new();
     for &watchers in &config.sizes {
         for &peer in &config.peers {
@@ -850,7 +867,7 @@ fn main() -> ExitCode {
             path,
             &title,
             "watchers",
-            "µs of server CPU per delivered event beyond the writes alone",
+            "µs of server CPU per delivered event (writes included)",
             &series,
         ) {
             Ok(()) => println!("chart: {}", path.display()),

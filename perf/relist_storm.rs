@@ -542,6 +542,8 @@ struct Figures {
     /// Peak RSS of the restarted server, and of the server before it.
     peak_rss: u64,
     peak_rss_before: u64,
+    /// Connections dropped on full listen queues over the restart (the whole machine).
+    overflows: u64,
     /// Time the clients took to watch first.
     initial: f64,
     clients: usize,
@@ -726,6 +728,7 @@ fn run(peer: Peer, config: &Config) -> Result<Figures, String> {
         (None, Some(etcd)) => support::peak_rss(etcd.pid()),
         _ => 0,
     };
+    let overflows_before = support::listen_overflows();
     let killed = Instant::now();
     let killed_us = shared.now_us();
     let listening;
@@ -783,6 +786,7 @@ fn run(peer: Peer, config: &Config) -> Result<Figures, String> {
     }
     std::thread::sleep(SETTLE);
     let after_counters = shared.counters.snapshot();
+    let overflows = support::listen_overflows().saturating_sub(overflows_before);
     let after_etcd = support::etcd_requests(&url);
     let etcd_requests = match peer {
         Peer::Etcd => after_etcd,
@@ -822,6 +826,7 @@ fn run(peer: Peer, config: &Config) -> Result<Figures, String> {
         counters,
         peak_rss,
         peak_rss_before,
+        overflows,
         initial,
         clients: config.clients,
         notes,
@@ -882,9 +887,11 @@ fn table(rows: &[(Peer, Result<Figures, String>)]) -> String {
     out.push_str(
         "| peer | clients | all watching again after the kill (s) | × watchcache | server listening (s) | \
          etcd Range / Watch / unary but Put over the restart | of which reflectors' own (restart without clients) | \
-         reads served from storage | 410s | lists (rv=0 / rv=N / consistent) | errors seen | peak RSS MiB (before) |\n",
+         reads served from storage | 410s | lists (rv=0 / rv=N / consistent) | errors seen | listen queue overflows | peak RSS MiB (before) |\n",
     );
-    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    out.push_str(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     let base = rows
         .iter()
         .find(|(peer, _)| *peer == Peer::Watchcache)
@@ -898,7 +905,7 @@ fn table(rows: &[(Peer, Result<Figures, String>)]) -> String {
                     .map_or_else(|| "–".to_owned(), |(base, this)| format!("{:.2}", this / base));
                 let [lists, rv0, consistent, rv, gone, errors, _, _] = f.counters;
                 out.push_str(&format!(
-                    "| {} | {} | {} | {ratio} | {:.2} | {} | {} | {} | {gone} | {lists} ({rv0} / {rv} / {consistent}) | {errors} | {:.0} ({:.0}) |\n",
+                    "| {} | {} | {} | {ratio} | {:.2} | {} | {} | {} | {gone} | {lists} ({rv0} / {rv} / {consistent}) | {errors} | {} | {:.0} ({:.0}) |\n",
                     peer.name(),
                     f.clients,
                     f.all_watching.map_or_else(|| "not all".to_owned(), |s| format!("{s:.2}")),
@@ -906,12 +913,13 @@ fn table(rows: &[(Peer, Result<Figures, String>)]) -> String {
                     f.etcd.map_or_else(|| "–".to_owned(), |(r, w, u)| format!("{r:.0} / {w:.0} / {u:.0}")),
                     f.reflectors.map_or_else(|| "–".to_owned(), |(r, w, u)| format!("{r:.0} / {w:.0} / {u:.0}")),
                     f.fallbacks.map_or_else(|| "–".to_owned(), |n| format!("{n:.0}")),
+                    f.overflows,
                     f.peak_rss as f64 / (1 << 20) as f64,
                     f.peak_rss_before as f64 / (1 << 20) as f64,
                 ));
             }
             Err(error) => {
-                out.push_str(&format!("| {} | | failed: {error} | | | | | | | | | |\n", peer.name()))
+                out.push_str(&format!("| {} | | failed: {error} | | | | | | | | | | |\n", peer.name()))
             }
         }
     }

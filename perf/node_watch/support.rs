@@ -366,6 +366,20 @@ pub fn watchcache_metric(address: SocketAddr, name: &str) -> Option<f64> {
     sum
 }
 
+/// Connections the kernel dropped because a listen queue was full (`TcpExt: ListenOverflows`
+/// of /proc/net/netstat, the whole machine), or 0 if unreadable.
+pub fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The `q` quantile (0..=1) of sorted values.
 pub fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
     if sorted.is_empty() {
