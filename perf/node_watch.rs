@@ -584,7 +584,6 @@ fn run(peer: Peer, watchers: usize, nodes: usize, config: &Config) -> Result<Fig
         }
     }
     let after = (procs::cpu(Some(pid)), procs::cpu(None));
-    let window = started.elapsed().as_secs_f64();
     shared.stopping.store(true, Ordering::Relaxed);
     let (ack, error) = handle.join().map_err(|_| "the writer panicked")?;
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -633,7 +632,6 @@ fn run(peer: Peer, watchers: usize, nodes: usize, config: &Config) -> Result<Fig
             (1..=acked).filter(|seq| seq % nodes as u32 == node && !seen[*seq as usize]).count() as u64;
     }
     latencies.sort_unstable();
-    let _ = window;
     Ok(Figures {
         cpu: after.0.since(before.0),
         load: after.1.since(before.1),

@@ -3,34 +3,36 @@
 //!
 //! C informer-like clients list the ConfigMaps of one namespace (O objects) and watch them from
 //! the list's resourceVersion with `allowWatchBookmarks=true`, each on connections of its own.
-//! Even-numbered clients list first with `resourceVersion=0` and relist from the last
+//! Even-numbered clients list first with `resourceVersion=0` and later from the last
 //! resourceVersion they saw (client-go's reflector); odd-numbered ones always list with
-//! resourceVersion unset (a consistent list). Any client relists when its watch ends or breaks,
-//! and with resourceVersion unset after a 410 (an ERROR event or status with code 410), retrying
-//! every 100–200 ms while the server refuses connections. A writer puts one ConfigMap a time into
-//! etcd at `RELIST_WRITE_RATE`/s throughout, so that resourceVersions move while the server is
-//! down.
+//! resourceVersion unset (a consistent list). When its watch ends or the server refuses
+//! connections, a client watches again from the last resourceVersion it saw, every 100–200 ms
+//! (client-go; `RELIST_ON_WATCH_END=relist`: it lists again instead); after a 410 (an ERROR event
+//! or status with code 410) it lists again with resourceVersion unset. A writer puts one
+//! ConfigMap a time at `RELIST_WRITE_RATE`/s throughout (into etcd, so that resourceVersions move
+//! while watchcache is down; through the API for the embedded peer).
 //!
 //! Once every client watches, the server is killed (SIGKILL) and started again on the same port.
 //! Reported per peer: the time from the kill until every client watches again (and the curve of
 //! clients watching over time), the requests that reached etcd in that time (etcd's own
-//! `grpc_server_handled_total` for Range and every unary call, `grpc_server_started_total` for
-//! Watch streams) against those of a restart with no clients (the reflectors' own), reads the new
-//! watchcache served from storage (`watchcache_storage_fallbacks`), the 410s the clients saw, their
-//! lists, and the peak RSS (VmHWM) of the restarted server.
+//! `grpc_server_handled_total` for Range and every unary call but Put, `grpc_server_started_total`
+//! for Watch streams) against those of a restart with no clients (the reflectors' own), reads the
+//! new watchcache served from storage (`watchcache_storage_fallbacks_total`), the 410s the clients
+//! saw, their lists, the machine's listen queue overflows, and the peak RSS (VmHWM) of the
+//! restarted server.
 //!
-//! Peers (`RELIST_PEERS`): `watchcache` (watchcache on etcd, restarted), `watchcache-embedded` (on
-//! its embedded store, whose history survives the restart; writes PATCH through its API),
-//! `watchcache-no-history`
+//! Peers (`RELIST_PEERS`): `watchcache` (watchcache on etcd, restarted); `watchcache-no-history`
 //! (the same, with etcd compacted to its current revision while watchcache is down, so that
-//! neither the cache nor etcd holds the clients' resourceVersions: every client gets 410 and
-//! relists), `etcd` (the same clients on etcd directly through etcd-client: range, then watch from
-//! the range's revision + 1, 100 clients per connection; etcd itself is restarted).
+//! neither the cache nor etcd holds the clients' resourceVersions); `watchcache-embedded` (on its
+//! embedded store, whose history survives the restart); `etcd` (the same clients on etcd directly
+//! through etcd-client: range, then watch from the range's revision + 1, 100 clients per
+//! connection; etcd itself is restarted).
 //!
 //! Sizes: `RELIST_CLIENTS` (1,000), `RELIST_OBJECTS` (200 ConfigMaps of ~300 bytes),
 //! `RELIST_WRITE_RATE` (20/s). `RELIST_SVG=path` writes the chart of clients watching against
 //! time since the kill. Without `--bench` in its arguments (`cargo test --benches`) it runs 20
-//! clients against `watchcache` only and fails unless every client watches again.
+//! clients against `watchcache` and `watchcache-no-history` and fails unless every client watches
+//! again.
 
 #[allow(dead_code)]
 #[path = "fanout/procs.rs"]
@@ -600,9 +602,9 @@ fn run(peer: Peer, config: &Config) -> Result<Figures, String> {
         .build()
         .map_err(|error| error.to_string())?;
     // The objects, straight into etcd (kube's key layout; watchcache reads them).
-    let revision = runtime.block_on(async {
+    runtime.block_on(async {
         if peer == Peer::Embedded {
-            return Ok(0);
+            return Ok::<_, String>(());
         }
         let mut client =
             etcd_client::Client::connect([url.as_str()], None).await.map_err(|e| format!("etcd: {e}"))?;
@@ -611,17 +613,14 @@ fn run(peer: Peer, config: &Config) -> Result<Figures, String> {
             .put(format!("/registry/namespaces/{NAMESPACE}"), serde_json::to_vec(&namespace).unwrap(), None)
             .await
             .map_err(|e| format!("etcd put: {e}"))?;
-        let mut revision = 0;
         for index in 0..config.objects {
-            let response = client
+            client
                 .put(format!("{PREFIX}cm-{index}"), configmap(index, 0), None)
                 .await
                 .map_err(|e| format!("etcd put: {e}"))?;
-            revision = response.header().map_or(0, |header| header.revision());
         }
-        Ok::<_, String>(revision)
+        Ok::<_, String>(())
     })?;
-    let _ = revision;
     let binary = support::watchcache_binary();
     let port = support::free_port();
     let mut args = vec![format!("--data-dir={}", dir.path().join("data").display())];

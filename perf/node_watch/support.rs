@@ -203,7 +203,7 @@ pub struct Http {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
-/// A response: status, headers' content type, body.
+/// A response: status and body.
 pub type Reply = (u16, Bytes);
 
 impl Http {
