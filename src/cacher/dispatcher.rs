@@ -37,10 +37,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::object::{CachedEvent, CachedObject, Delivery, ResourceConfig};
 use super::watcher::{Offered, WatcherShared};
+
+/// For benchmarking only (`perf/node_watch.rs`): when this environment variable is set to
+/// anything but "" or "0" at startup, watchers are never indexed by the resource's indexed
+/// field; a `spec.nodeName=x` watch of all namespaces then lands in the "everything" bucket and
+/// its filter is evaluated for every event. The events each watcher receives are the same.
+pub const NO_FIELD_INDEX_ENV: &str = "WATCHCACHE_BENCH_NO_FIELD_INDEX";
+
+/// Whether watchers are indexed by field ([`NO_FIELD_INDEX_ENV`], read once per process).
+fn field_index_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var_os(NO_FIELD_INDEX_ENV).is_none_or(|value| value.is_empty() || value == "0")
+    })
+}
 
 /// A change to the set of watchers.
 pub(crate) enum Registration {
@@ -79,6 +93,8 @@ pub struct Dispatcher {
     /// Namespace ("" for all namespaces or cluster-scoped) → name → watchers.
     by_name: HashMap<String, HashMap<String, Bucket>>,
     by_field: HashMap<String, Bucket>,
+    /// Whether watchers of one indexed field value go to `by_field` (see [`NO_FIELD_INDEX_ENV`]).
+    field_index: bool,
     closed_since_sweep: usize,
     /// Watchers to wake, in the order the events reached them (each once: `wake_pending`).
     pending: VecDeque<Arc<WatcherShared>>,
@@ -95,6 +111,7 @@ impl Dispatcher {
             by_namespace: HashMap::new(),
             by_name: HashMap::new(),
             by_field: HashMap::new(),
+            field_index: field_index_enabled(),
             closed_since_sweep: 0,
             pending: VecDeque::new(),
             pending_events: 0,
@@ -112,7 +129,7 @@ impl Dispatcher {
                 .unwrap_or_default();
             return IndexKey::Name(namespace, name.to_owned());
         }
-        if let Some(field) = &self.resource.indexed_field {
+        if let (Some(field), true) = (&self.resource.indexed_field, self.field_index) {
             if let Some(value) = filter.fields.required_value(field) {
                 return IndexKey::Field(value.to_owned());
             }
@@ -284,4 +301,117 @@ impl Dispatcher {
 fn field_of<'a>(object: &'a CachedObject, field: &str) -> &'a str {
     use crate::selector::FieldSource;
     object.field(field).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cacher::object::EventType;
+    use crate::cacher::watcher::{Mode, WatchFilter};
+    use crate::selector::{FieldSelector, LabelSelector};
+
+    fn pods() -> Arc<ResourceConfig> {
+        Arc::new(ResourceConfig {
+            prefix: "/pods/".into(),
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            namespaced: true,
+            selectable_fields: vec!["spec.nodeName".into()],
+            indexed_field: Some("spec.nodeName".into()),
+        })
+    }
+
+    fn pod(namespace: &str, name: &str, node: &str, revision: u64) -> Arc<CachedObject> {
+        let value = format!(
+            r#"{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{namespace}"}},"spec":{{"nodeName":"{node}"}}}}"#
+        );
+        Arc::new(
+            CachedObject::decode(&format!("/pods/{namespace}/{name}"), value.as_bytes(), revision, &pods())
+                .unwrap(),
+        )
+    }
+
+    fn watcher(namespace: Option<&str>, fields: &str) -> Arc<WatcherShared> {
+        let filter = WatchFilter {
+            namespace: namespace.map(str::to_owned),
+            labels: LabelSelector::everything(),
+            fields: FieldSelector::parse(fields, &["metadata.name", "metadata.namespace", "spec.nodeName"])
+                .unwrap(),
+        };
+        let watcher = Arc::new(WatcherShared::new(filter, 1024));
+        // Before the watcher is shared with any other thread: any ordering would do.
+        watcher.mode.store(Mode::LIVE, Ordering::SeqCst);
+        watcher
+    }
+
+    /// What each watcher received, in order: (ring position, how).
+    fn run(field_index: bool) -> (Vec<Vec<(u64, Delivery)>>, usize, usize) {
+        let mut dispatcher = Dispatcher::new(pods());
+        dispatcher.field_index = field_index;
+        let watchers = [
+            watcher(None, "spec.nodeName=node-0"),
+            watcher(None, "spec.nodeName=node-1"),
+            watcher(None, "spec.nodeName=node-1"),
+            watcher(Some("a"), "spec.nodeName=node-2"),
+            watcher(None, "spec.nodeName!=node-0"),
+            watcher(None, "spec.nodeName=node-9"),
+            watcher(None, ""),
+        ];
+        for watcher in &watchers {
+            dispatcher.register(Registration::Add(Arc::clone(watcher)));
+        }
+        let (by_field, everything) =
+            (dispatcher.by_field.values().map(Vec::len).sum(), dispatcher.everything.len());
+        let mut events = Vec::new();
+        let mut revision = 1;
+        let mut event = |kind, object: Arc<CachedObject>, prev: Option<Arc<CachedObject>>| {
+            events.push(CachedEvent::new(events.len() as u64, kind, object, prev));
+        };
+        let mut state: HashMap<String, Arc<CachedObject>> = HashMap::new();
+        for (namespace, name, node) in [
+            ("a", "p0", "node-0"),
+            ("a", "p1", "node-1"),
+            ("b", "p2", "node-2"),
+            ("a", "p3", "node-2"),
+            // Moves between nodes: DELETED for the old node's watchers, ADDED for the new one's.
+            ("a", "p0", "node-1"),
+            ("a", "p1", "node-1"),
+            ("a", "p3", "node-0"),
+            ("b", "p2", "node-2"),
+        ] {
+            revision += 1;
+            let object = pod(namespace, name, node, revision);
+            let key = format!("{namespace}/{name}");
+            match state.insert(key, Arc::clone(&object)) {
+                None => event(EventType::Added, object, None),
+                Some(prev) => event(EventType::Modified, object, Some(prev)),
+            }
+        }
+        revision += 1;
+        let gone = state.remove("a/p0").unwrap();
+        event(EventType::Deleted, pod("a", "p0", "node-1", revision), Some(gone));
+        for event in &events {
+            dispatcher.dispatch(event);
+        }
+        dispatcher.flush();
+        let received = watchers.iter().map(|watcher| watcher.drain_entries()).collect();
+        (received, by_field, everything)
+    }
+
+    #[test]
+    fn the_field_index_changes_where_watchers_sit_not_what_they_receive() {
+        let (indexed, by_field, everything) = run(true);
+        assert_eq!((by_field, everything), (5, 2), "node watchers sit in the field index");
+        let (unindexed, by_field, everything) = run(false);
+        assert_eq!((by_field, everything), (0, 6), "without the index they sit in the everything bucket");
+        assert_eq!(indexed, unindexed);
+        let seqs = |watcher: usize| indexed[watcher].iter().map(|(seq, _)| *seq).collect::<Vec<_>>();
+        // node-0: p0 added, p0 leaves (4), p3 arrives (6), p0's delete is on node-1.
+        assert_eq!(indexed[0], vec![(0, Delivery::AsIs), (4, Delivery::AsDeleted), (6, Delivery::AsAdded)]);
+        assert_eq!(seqs(1), vec![1, 4, 5, 8]);
+        assert_eq!(indexed[1], indexed[2]);
+        assert_eq!(seqs(3), vec![3, 6], "namespace a on node-2: p3 only");
+        assert!(indexed[5].is_empty(), "nobody on node-9");
+        assert_eq!(seqs(6).len(), 9, "the unfiltered watcher sees every event");
+    }
 }

@@ -233,6 +233,12 @@ impl WatcherShared {
         count
     }
 
+    /// Pops every queued entry: (ring position, how it reaches the watcher) (unit tests).
+    #[cfg(test)]
+    pub(crate) fn drain_entries(&self) -> Vec<(u64, Delivery)> {
+        std::iter::from_fn(|| self.queue.pop()).map(decode).collect()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.mode.load(Ordering::Relaxed) == Mode::CLOSED
     }
