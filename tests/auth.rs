@@ -105,6 +105,19 @@ async fn open(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<Opened, String> {
+    let (status, _, body, alpn, task) = open_with_headers(address, config, method, path, token, body).await?;
+    Ok((status, body, alpn, task))
+}
+
+/// [`open`], with the response headers.
+async fn open_with_headers(
+    address: &str,
+    config: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, http::HeaderMap, hyper::body::Incoming, Vec<u8>, tokio::task::JoinHandle<()>), String> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await.map_err(|error| error.to_string())?;
     let tls = connector
@@ -113,7 +126,11 @@ async fn open(
         .map_err(|error| format!("handshake: {error}"))?;
     let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
     let io = hyper_util::rt::TokioIo::new(tls);
-    let mut builder = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("user-agent", "watchcache-tests/1");
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
     }
@@ -139,7 +156,8 @@ async fn open(
         (sender.send_request(request).await, task)
     };
     let response = response.map_err(|error| error.to_string())?;
-    Ok((response.status().as_u16(), response.into_body(), alpn, task))
+    let (parts, body) = response.into_parts();
+    Ok((parts.status.as_u16(), parts.headers, body, alpn, task))
 }
 
 /// A CA made with rcgen: its PEM and what signs with it.
@@ -740,4 +758,155 @@ fn over_plain_http_the_written_kubeconfig_works_without_a_credential() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "kubectl get ns: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("kube-system"), "{stdout}");
+}
+
+/// The audit log's events, once `done` says they are all there.
+async fn audit_events(path: &Path, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+            .collect();
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "the audit log did not get every event: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_has_kube_events_for_each_request_and_no_secret_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\nbob-token,bob,uid-bob,\n").unwrap();
+    let log = dir.path().join("audit.log");
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("audit-log-path", &log),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let call =
+        |method: &'static str, path: &'static str, token: Option<&'static str>, body: Option<String>| {
+            let config = client_config(&ca, None, b"h2");
+            let address = server.address.clone();
+            async move {
+                let (status, headers, body, _, _task) =
+                    open_with_headers(&address, config, method, path, token, body.as_deref()).await.unwrap();
+                let body = body.collect().await.unwrap().to_bytes();
+                let id = headers.get("audit-id").expect("an Audit-Id header").to_str().unwrap().to_owned();
+                (status, id, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+    use base64::Engine;
+    let secret_value = "correct-horse-battery-staple";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret_value);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "data": {"password": encoded}, "stringData": {"other": "plain-secret-text"},
+    });
+    let (status, created, body) =
+        call("POST", "/api/v1/namespaces/default/secrets", Some("admin-token"), Some(secret.to_string()))
+            .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, got, body) =
+        call("GET", "/api/v1/namespaces/default/secrets/db", Some("admin-token"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&encoded), "the client does get the data: {body}");
+    let (status, denied, _) =
+        call("GET", "/api/v1/namespaces/default/secrets/db", Some("bob-token"), None).await;
+    assert_eq!(status, 403);
+    let (status, refused, _) = call("GET", "/api/v1/namespaces", Some("wrong-token"), None).await;
+    assert_eq!(status, 401);
+    // A watch the server ends after a second.
+    let (status, watched, _) = call(
+        "GET",
+        "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=1",
+        Some("admin-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ids = [&created, &got, &denied, &refused, &watched];
+    let mut unique: Vec<&&String> = ids.iter().collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "audit IDs are distinct: {ids:?}");
+    let events = audit_events(&log, |events| {
+        let complete = |id: &str| {
+            events.iter().any(|event| event["auditID"] == id && event["stage"] == "ResponseComplete")
+        };
+        ids.iter().all(|id| complete(id))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    for needle in
+        [secret_value, encoded.as_str(), "plain-secret-text", "admin-token", "bob-token", "wrong-token"]
+    {
+        assert!(!text.contains(needle), "the audit log holds {needle:?}: {text}");
+    }
+    for event in &events {
+        assert_eq!(event["kind"], "Event", "{event}");
+        assert_eq!(event["apiVersion"], "audit.k8s.io/v1", "{event}");
+        assert_eq!(event["level"], "Metadata", "{event}");
+        assert!(uuid::Uuid::parse_str(event["auditID"].as_str().unwrap()).is_ok(), "{event}");
+        assert!(event.get("requestObject").is_none() && event.get("responseObject").is_none(), "{event}");
+        for field in ["requestReceivedTimestamp", "stageTimestamp"] {
+            assert!(event[field].as_str().is_some_and(|time| time.ends_with('Z')), "{field}: {event}");
+        }
+        assert_eq!(event["sourceIPs"], serde_json::json!(["127.0.0.1"]), "{event}");
+        assert_eq!(event["userAgent"], "watchcache-tests/1", "{event}");
+    }
+    let of = |id: &str, stage: &str| {
+        let matching: Vec<&serde_json::Value> =
+            events.iter().filter(|event| event["auditID"] == id && event["stage"] == stage).collect();
+        assert_eq!(matching.len(), 1, "one {stage} event for {id}: {events:?}");
+        matching[0].clone()
+    };
+    let admin = serde_json::json!({"username": "admin", "uid": "uid-admin", "groups": ["system:masters", "system:authenticated"]});
+    let event = of(&created, "ResponseComplete");
+    assert_eq!(event["verb"], "create");
+    assert_eq!(event["requestURI"], "/api/v1/namespaces/default/secrets");
+    assert_eq!(event["user"], admin);
+    assert_eq!(
+        event["objectRef"],
+        serde_json::json!({"resource": "secrets", "namespace": "default", "apiVersion": "v1"})
+    );
+    assert_eq!(event["responseStatus"]["code"], 201);
+    assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "allow");
+    let event = of(&got, "ResponseComplete");
+    assert_eq!(event["verb"], "get");
+    assert_eq!(event["objectRef"]["name"], "db");
+    assert_eq!(event["objectRef"]["resource"], "secrets");
+    assert_eq!(event["responseStatus"], serde_json::json!({"metadata": {}, "code": 200}));
+    let event = of(&denied, "ResponseComplete");
+    assert_eq!(event["user"]["username"], "bob");
+    assert_eq!(event["responseStatus"]["code"], 403);
+    assert_eq!(event["responseStatus"]["reason"], "Forbidden");
+    assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert!(event["annotations"].get("authorization.k8s.io/reason").is_some(), "{event}");
+    let event = of(&refused, "ResponseComplete");
+    assert_eq!(event["user"], serde_json::json!({}), "no user for bad credentials: {event}");
+    assert_eq!(event["responseStatus"]["code"], 401);
+    assert!(event.get("annotations").is_none(), "no authorization was made: {event}");
+    let started = of(&watched, "ResponseStarted");
+    let ended = of(&watched, "ResponseComplete");
+    for event in [&started, &ended] {
+        assert_eq!(event["verb"], "watch");
+        assert_eq!(event["responseStatus"]["code"], 200);
+        assert_eq!(event["requestReceivedTimestamp"], started["requestReceivedTimestamp"]);
+    }
+    assert!(ended["stageTimestamp"].as_str() >= started["stageTimestamp"].as_str());
+    // The writer's counters.
+    let (status, _, metrics) = call("GET", "/metrics", Some("admin-token"), None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("apiserver_audit_event_total "), "{metrics}");
+    assert!(metrics.contains(r#"apiserver_audit_error_total{plugin="log"} 0"#), "{metrics}");
 }
