@@ -114,6 +114,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
                 Arc::new(crate::auth::rbac::RbacAuthorizer::from_registry(Arc::clone(&registry)))
             }
         };
+    // ServiceAccount tokens name objects that must still exist: looked up in the watch cache.
+    authenticator.set_token_objects(Arc::new(crate::auth::authn::CacheObjects(Arc::clone(&registry))));
     api::crd::spawn_sync(Arc::clone(&registry));
     let mut metrics = api::metrics::Metrics::new(Arc::clone(&registry));
     if !args.etcd_compaction_interval.is_zero() {

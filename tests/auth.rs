@@ -910,3 +910,272 @@ async fn the_audit_log_has_kube_events_for_each_request_and_no_secret_data() {
     assert!(metrics.contains("apiserver_audit_event_total "), "{metrics}");
     assert!(metrics.contains(r#"apiserver_audit_error_total{plugin="log"} 0"#), "{metrics}");
 }
+
+/// Replaces `path` with `contents` as certificate managers do: a new file renamed over it.
+fn replace_file(path: &Path, contents: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, contents).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_ca_authenticates_its_clients_and_no_longer_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = test_ca("first-clients");
+    let second = test_ca("second-clients");
+    let client_ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca_file, &first.pem).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("client-ca-file", &client_ca_file),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let (old_cert, old_key) = issue(&first, &[], "alice", &["system:masters"], true);
+    let (new_cert, new_key) = issue(&second, &[], "bob", &["system:masters"], true);
+    let get = |cert: &str, key: &str| {
+        let config = client_config(&ca, Some(identity(cert, key)), b"h2");
+        let address = server.address.clone();
+        async move { request(&address, config, "GET", "/api/v1/pods", None, None).await }
+    };
+    assert_eq!(get(&old_cert, &old_key).await.unwrap().0, 200);
+    assert!(!matches!(get(&new_cert, &new_key).await, Ok((200, _, _))), "not trusted yet");
+    replace_file(&client_ca_file, &second.pem);
+    let deadline = Instant::now() + TIMEOUT;
+    while !matches!(get(&new_cert, &new_key).await, Ok((200, _, _))) {
+        assert!(Instant::now() < deadline, "the new client CA was not loaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old = get(&old_cert, &old_key).await;
+    assert!(!matches!(old, Ok((200, _, _))), "the old CA's client still gets through: {old:?}");
+    // A file that does not parse keeps the CA in use.
+    replace_file(&client_ca_file, "not a certificate\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&new_cert, &new_key).await.unwrap().0, 200);
+}
+
+/// Signs `claims` with `key` (ES256, as the test keys are P-256).
+fn sign(key: &rcgen::KeyPair, claims: &serde_json::Value) -> String {
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), claims, &signing)
+        .unwrap()
+}
+
+/// kube-apiserver's claims for a token of service account `default/name` (uid `uid`).
+fn account_claims(name: &str, uid: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    serde_json::json!({
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": format!("system:serviceaccount:default:{name}"),
+        "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": now + 3600, "iat": now, "nbf": now, "jti": "test-jti",
+        "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": name, "uid": uid}},
+    })
+}
+
+/// A server with an admin token and ServiceAccount keys (`sa.pub`, `sa.key` under `dir`),
+/// authorizing everything (what is tested is who a token is, not what it may do).
+fn service_account_server(dir: &Path, key: &rcgen::KeyPair) -> Server {
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\n").unwrap();
+    std::fs::write(dir.join("sa.pub"), key.public_key_pem()).unwrap();
+    std::fs::write(dir.join("sa.key"), key.serialize_pem()).unwrap();
+    Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("service-account-key-file", &dir.join("sa.pub")),
+            &path_arg("service-account-signing-key-file", &dir.join("sa.key")),
+            "--authorization-mode=AlwaysAllow",
+        ],
+        2,
+    )
+}
+
+/// `(status, body)` of one request on `server` (trusting the self-signed CA under `dir`).
+async fn call(
+    server: &Server,
+    dir: &Path,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let config = client_config(&self_signed_ca(dir), None, b"h2");
+    let (status, body, _) = request(&server.address, config, method, path, Some(token), body).await.unwrap();
+    (status, body)
+}
+
+/// Waits until `token` gets `want` on a list of pods.
+async fn until_status(server: &Server, dir: &Path, token: &str, want: u16, why: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = call(server, dir, "GET", "/api/v1/namespaces/default/pods", token, None).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: still {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn uid_of(body: &str) -> String {
+    let object: serde_json::Value = serde_json::from_str(body).unwrap();
+    object["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_service_account_keys_verify_new_tokens_and_no_longer_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = rcgen::KeyPair::generate().unwrap();
+    let second = rcgen::KeyPair::generate().unwrap();
+    let server = service_account_server(dir.path(), &first);
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let (status, body) = call(
+        &server,
+        dir.path(),
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        "admin-token",
+        Some(account),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let claims = account_claims("robot", &uid_of(&body));
+    let (old, new) = (sign(&first, &claims), sign(&second, &claims));
+    until_status(&server, dir.path(), &old, 200, "a token of the first key").await;
+    let (status, _) = call(&server, dir.path(), "GET", "/api/v1/namespaces/default/pods", &new, None).await;
+    assert_eq!(status, 401, "the second key is not trusted yet");
+    replace_file(&dir.path().join("sa.pub"), &second.public_key_pem());
+    until_status(&server, dir.path(), &new, 200, "the second key was not loaded").await;
+    let (status, _) = call(&server, dir.path(), "GET", "/api/v1/namespaces/default/pods", &old, None).await;
+    assert_eq!(status, 401, "the first key is no longer trusted");
+    // Both keys in the file: both verify.
+    replace_file(
+        &dir.path().join("sa.pub"),
+        &format!("{}{}", first.public_key_pem(), second.public_key_pem()),
+    );
+    until_status(&server, dir.path(), &old, 200, "the file with both keys was not loaded").await;
+    until_status(&server, dir.path(), &new, 200, "both keys verify").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_stop_working_when_their_account_or_bound_object_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = service_account_server(dir.path(), &key);
+    let path = dir.path();
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let accounts = "/api/v1/namespaces/default/serviceaccounts";
+    let (status, body) = call(&server, path, "POST", accounts, "admin-token", Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let uid = uid_of(&body);
+    let token = sign(&key, &account_claims("robot", &uid));
+    until_status(&server, path, &token, 200, "the account's token").await;
+    // The right signature, but the uid of another (earlier) account of that name.
+    let (status, _) = call(
+        &server,
+        path,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        &sign(&key, &account_claims("robot", "0b6e3a8e-0000-0000-0000-000000000000")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // An account that does not exist.
+    let (status, _) = call(
+        &server,
+        path,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        &sign(&key, &account_claims("ghost", &uid)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A token bound to a pod: good while the pod is there with that uid.
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"serviceAccountName":"robot","containers":[{"name":"c","image":"nginx"}]}}"#;
+    let (status, body) =
+        call(&server, path, "POST", "/api/v1/namespaces/default/pods", "admin-token", Some(pod)).await;
+    assert_eq!(status, 201, "{body}");
+    let pod_uid = uid_of(&body);
+    let mut bound = account_claims("robot", &uid);
+    bound["kubernetes.io"]["pod"] = serde_json::json!({"name": "web", "uid": pod_uid});
+    let bound_token = sign(&key, &bound);
+    until_status(&server, path, &bound_token, 200, "the pod-bound token").await;
+    let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
+    let (status, body) = call(
+        &server,
+        path,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &bound_token,
+        Some(review),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let who: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"],
+        serde_json::json!(["web"])
+    );
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        serde_json::json!([pod_uid])
+    );
+    bound["kubernetes.io"]["pod"]["uid"] = "not-the-pods-uid".into();
+    let (status, _) =
+        call(&server, path, "GET", "/api/v1/namespaces/default/pods", &sign(&key, &bound), None).await;
+    assert_eq!(status, 401);
+    // TokenRequest binds to a pod too, with the pod's uid.
+    let token_request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"boundObjectRef":{"apiVersion":"v1","kind":"Pod","name":"web"}}}"#;
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/robot/token";
+    let (status, body) = call(&server, path, "POST", token_path, "admin-token", Some(token_request)).await;
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(issued["spec"]["boundObjectRef"]["uid"], pod_uid.as_str(), "{body}");
+    let requested = issued["status"]["token"].as_str().unwrap().to_owned();
+    until_status(&server, path, &requested, 200, "the TokenRequest's pod-bound token").await;
+    for (reference, want) in [
+        (r#"{"apiVersion":"v1","kind":"Pod","name":"nope"}"#, 404),
+        (r#"{"apiVersion":"v1","kind":"Pod","name":"web","uid":"other"}"#, 409),
+        (r#"{"apiVersion":"v1","kind":"ConfigMap","name":"web"}"#, 400),
+    ] {
+        let body = format!(
+            r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{"boundObjectRef":{reference}}}}}"#
+        );
+        let (status, answer) = call(&server, path, "POST", token_path, "admin-token", Some(&body)).await;
+        assert_eq!(status, want, "{reference}: {answer}");
+    }
+    // The pod goes: its tokens stop working; the unbound one still works.
+    let (status, body) = call(
+        &server,
+        path,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0",
+        "admin-token",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &bound_token, 401, "the pod was deleted").await;
+    until_status(&server, path, &requested, 401, "the pod was deleted").await;
+    until_status(&server, path, &token, 200, "the account is still there").await;
+    // The account goes: its token stops working, and a new account of the same name (another
+    // uid) does not revive it.
+    let (status, body) =
+        call(&server, path, "DELETE", &format!("{accounts}/robot"), "admin-token", None).await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &token, 401, "the account was deleted").await;
+    let (status, body) = call(&server, path, "POST", accounts, "admin-token", Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = call(&server, path, "GET", "/api/v1/namespaces/default/pods", &token, None).await;
+    assert_eq!(status, 401, "a token of the deleted account");
+    let renewed = sign(&key, &account_claims("robot", &uid_of(&body)));
+    until_status(&server, path, &renewed, 200, "the new account's token").await;
+}
