@@ -486,14 +486,18 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             .map(|document| json_value(&document))
             .ok_or_else(ApiError::no_route);
     }
-    if parsed.namespace.is_none() && parsed.name.is_none() {
-        let review =
-            parsed.plural.as_deref().and_then(|plural| reviews::find(&parsed.group, &parsed.version, plural));
+    if parsed.name.is_none() {
+        let namespaced = parsed.namespace.is_some();
+        let review = parsed
+            .plural
+            .as_deref()
+            .and_then(|plural| reviews::find(&parsed.group, &parsed.version, plural, namespaced));
         if let Some(review) = review {
             let user = reviews::requesting_user(&request);
             let (parts, body) = request.into_parts();
             let body = read_body(&parts.headers, body).await?;
-            return reviews::handle(state, review, &method, &parts.headers, &user, &body);
+            let namespace = parsed.namespace.as_deref();
+            return reviews::handle(state, review, namespace, &method, &parts.headers, &user, &body);
         }
     }
     let target = handlers::Target::resolve(state, &parsed)?;
