@@ -1179,3 +1179,39 @@ async fn service_account_tokens_stop_working_when_their_account_or_bound_object_
     let renewed = sign(&key, &account_claims("robot", &uid_of(&body)));
     until_status(&server, path, &renewed, 200, "the new account's token").await;
 }
+
+#[test]
+fn the_javascript_client_loads_the_written_kubeconfig_and_lists_and_watches_over_tls() {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/js");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|output| output.status.success()),
+        "node is missing: install Node.js 20 or later and npm (Debian: apt-get install nodejs npm), then \
+         scripts/install-deps.sh --with-etcd"
+    );
+    assert!(
+        js.join("node_modules/@kubernetes/client-node/package.json").is_file(),
+        "the JavaScript client is missing: npm ci --prefix e2e/js (scripts/install-deps.sh --with-etcd does it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let output = Command::new("node")
+        .arg(js.join("kubeconfig.mjs"))
+        .arg(&kubeconfig)
+        .current_dir(&js)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "node: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("{error}: {stdout}"));
+    let namespaces = seen["namespaces"].as_array().unwrap();
+    assert!(namespaces.contains(&"kube-system".into()) && namespaces.contains(&"default".into()), "{seen}");
+    assert_eq!(seen["watched"], "from-js");
+    assert_eq!(seen["data"], serde_json::json!({"key": "value"}));
+}
