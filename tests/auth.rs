@@ -877,7 +877,7 @@ async fn the_audit_log_has_kube_events_for_each_request_and_no_secret_data() {
     assert_eq!(event["user"], admin);
     assert_eq!(
         event["objectRef"],
-        serde_json::json!({"resource": "secrets", "namespace": "default", "apiVersion": "v1"})
+        serde_json::json!({"resource": "secrets", "namespace": "default", "name": "db", "apiVersion": "v1"})
     );
     assert_eq!(event["responseStatus"]["code"], 201);
     assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "allow");

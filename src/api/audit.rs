@@ -59,6 +59,11 @@ impl Stage {
     }
 }
 
+/// The name of the object a create made (set in the response's extensions by the handler;
+/// the audit event's `objectRef.name`, which a create's URI does not hold).
+#[derive(Debug, Clone)]
+pub struct CreatedName(pub Box<str>);
+
 /// What a request knows for its audit event; cheap to make (clones of reference-counted
 /// values), turned into JSON by the writer thread.
 #[derive(Debug, Clone)]
@@ -81,6 +86,8 @@ pub struct Record {
     pub forwarded_for: Option<HeaderValue>,
     /// `User-Agent`.
     pub user_agent: Option<HeaderValue>,
+    /// The object's name when the URI does not hold it (a create).
+    pub created: Option<Box<str>>,
     /// The response code.
     pub code: u16,
     /// For failures: the Status's `reason` and `message`.
@@ -311,7 +318,7 @@ impl<'a> Event<'a> {
         let object_ref = parsed.map(|parsed| ObjectRef {
             resource: parsed.plural.unwrap_or_default(),
             namespace: parsed.namespace.unwrap_or_default(),
-            name: parsed.name.unwrap_or_default(),
+            name: parsed.name.or_else(|| record.created.as_deref().map(str::to_owned)).unwrap_or_default(),
             api_group: parsed.group,
             api_version: parsed.version,
             subresource: parsed.subresource.unwrap_or_default(),
@@ -412,6 +419,64 @@ mod tests {
         }
     }
 
+    /// A writer stuck in its first write until `release` is dropped or sent to.
+    struct Stuck(Option<std::sync::mpsc::Receiver<()>>);
+
+    impl Write for Stuck {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Some(release) = self.0.take() {
+                let _ = release.recv();
+            }
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(log: &AuditLog) -> Record {
+        let now = SystemTime::now();
+        Record {
+            audit_id: log.new_id(),
+            stage: Stage::ResponseComplete,
+            method: Method::GET,
+            uri: Uri::from_static("/healthz"),
+            is_watch: false,
+            user: None,
+            peer: None,
+            forwarded_for: None,
+            user_agent: None,
+            created: None,
+            code: 200,
+            failure: None,
+            decision: None,
+            received: now,
+            at: now,
+        }
+    }
+
+    #[test]
+    fn a_stuck_writer_never_holds_up_a_request_and_drops_are_counted() {
+        let (release, stuck) = std::sync::mpsc::channel();
+        let log = AuditLog::to_writer(Box::new(Stuck(Some(stuck))));
+        let capacity = QUEUE_CAPACITY as u64;
+        let offered = 2 * capacity;
+        // Every call returns at once. The writer takes what fills its 64 KiB buffer (a few
+        // hundred records at most) and is then stuck; the queue holds its capacity; the rest
+        // is dropped.
+        for _ in 0..offered {
+            log.record(record(&log));
+        }
+        let dropped = log.stats.dropped.load(Ordering::Relaxed);
+        assert!(dropped <= offered - capacity && dropped >= offered - capacity - 1_000, "{dropped} dropped");
+        drop(release);
+        // Once unstuck, the writer writes every record it queued.
+        while log.stats.events.load(Ordering::Relaxed) < offered - dropped {
+            std::thread::yield_now();
+        }
+        assert_eq!(log.stats.events.load(Ordering::Relaxed), offered - dropped);
+    }
+
     #[test]
     fn audit_ids_are_distinct_version_4_uuids() {
         let log = AuditLog::to_writer(Box::new(std::io::sink()));
@@ -446,6 +511,7 @@ mod tests {
             peer: Some("127.0.0.1:5000".parse().unwrap()),
             forwarded_for: Some(HeaderValue::from_static("10.0.0.1, not-an-ip")),
             user_agent: Some(HeaderValue::from_static("kubectl/v1.32")),
+            created: None,
             code: 200,
             failure: None,
             decision: Some(("allow", String::new())),

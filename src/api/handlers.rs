@@ -905,7 +905,10 @@ pub async fn create(
         .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?;
     let response = stamped(&stored, stored.mod_revision)?;
     super::crd::after_write(state, ty, Some(&response)).await;
-    Ok(object_response(wire, StatusCode::CREATED, &response))
+    let mut response = object_response(wire, StatusCode::CREATED, &response);
+    // The audit event names the object, as kube's does from the request object.
+    response.extensions_mut().insert(super::audit::CreatedName(name.into()));
+    Ok(response)
 }
 
 /// kube's Job strategy on create, unless `spec.manualSelector`: the pod template gets the

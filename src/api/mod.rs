@@ -248,6 +248,7 @@ async fn handle(state: &ApiState, connection: &Connection, request: Request<Inco
         (&state.audit, audit, received)
     {
         response.headers_mut().insert("audit-id", audit_id.clone());
+        let created = response.extensions_mut().remove::<audit::CreatedName>().map(|name| name.0);
         let code = response.status().as_u16();
         let streaming = is_watch && response.status().is_success();
         let record = audit::Record {
@@ -260,6 +261,7 @@ async fn handle(state: &ApiState, connection: &Connection, request: Request<Inco
             peer: connection.peer,
             forwarded_for,
             user_agent,
+            created,
             code,
             failure: seen.failure,
             decision: seen.decision,
