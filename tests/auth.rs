@@ -1215,3 +1215,25 @@ fn the_javascript_client_loads_the_written_kubeconfig_and_lists_and_watches_over
     assert_eq!(seen["watched"], "from-js");
     assert_eq!(seen["data"], serde_json::json!({"key": "value"}));
 }
+
+#[test]
+fn the_python_smoke_test_passes_over_tls_with_the_written_kubeconfig() {
+    let available = Command::new("python3").args(["-c", "import kubernetes"]).output();
+    assert!(
+        available.is_ok_and(|output| output.status.success()),
+        "the Python kubernetes client is missing: pip install -r e2e/python/requirements.txt \
+         (scripts/install-deps.sh does it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/python/smoke.py");
+    let output =
+        Command::new("python3").arg(script).arg(&kubeconfig).env_remove("KUBECONFIG").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "smoke.py failed:\n{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("smoke test passed"), "{stdout}");
+}
