@@ -1152,6 +1152,19 @@ async fn service_account_tokens_stop_working_when_their_account_or_bound_object_
         let (status, answer) = call(&server, path, "POST", token_path, "admin-token", Some(&body)).await;
         assert_eq!(status, want, "{reference}: {answer}");
     }
+    // A token bound to a Secret: good while the Secret is there; not once it is deleted.
+    let secret = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"binding"}}"#;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let (status, body) = call(&server, path, "POST", secrets, "admin-token", Some(secret)).await;
+    assert_eq!(status, 201, "{body}");
+    let mut secret_bound = account_claims("robot", &uid);
+    secret_bound["kubernetes.io"]["secret"] = serde_json::json!({"name": "binding", "uid": uid_of(&body)});
+    let secret_token = sign(&key, &secret_bound);
+    until_status(&server, path, &secret_token, 200, "the secret-bound token").await;
+    let (status, body) =
+        call(&server, path, "DELETE", &format!("{secrets}/binding"), "admin-token", None).await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &secret_token, 401, "the secret was deleted").await;
     // The pod goes: its tokens stop working; the unbound one still works.
     let (status, body) = call(
         &server,
