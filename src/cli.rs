@@ -192,6 +192,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure_allow_remote: bool,
 
+    /// Append an audit log to this file (`-`: standard output): one JSON line per request in
+    /// kube's audit.k8s.io/v1 Event shape, metadata only (never request or response bodies).
+    #[arg(long, value_name = "PATH")]
+    pub audit_log_path: Option<PathBuf>,
+
     // --- Operations: logging ---
     /// Log line format on standard error: text (colours only when standard error is a
     /// terminal) or json (one JSON object per line, for log shippers).

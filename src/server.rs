@@ -114,6 +114,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
                 Arc::new(crate::auth::rbac::RbacAuthorizer::from_registry(Arc::clone(&registry)))
             }
         };
+    // ServiceAccount tokens name objects that must still exist: looked up in the watch cache.
+    authenticator.set_token_objects(Arc::new(crate::auth::authn::CacheObjects(Arc::clone(&registry))));
     api::crd::spawn_sync(Arc::clone(&registry));
     api::namespaces::spawn(Arc::clone(&registry));
     let mut metrics = api::metrics::Metrics::new(Arc::clone(&registry));
@@ -126,6 +128,16 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         );
         metrics.register_compactor(stats);
     }
+    let audit = match &args.audit_log_path {
+        None => None,
+        Some(path) => {
+            let log = api::audit::AuditLog::open(path).map_err(|error| {
+                ServeError::Flags(format!("--audit-log-path {}: {error}", path.display()))
+            })?;
+            metrics.register_audit(log.stats());
+            Some(Arc::new(log))
+        }
+    };
     let permits = |limit: usize| (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit)));
     let inflight = permits(args.max_requests_inflight);
     let mutating_inflight = permits(args.max_mutating_requests_inflight);
@@ -139,6 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         min_request_timeout: args.min_request_timeout,
         authorizer,
         authenticator: Arc::new(authenticator),
+        audit,
     });
     // The one startup line: scripts and tests read the address from it.
     let scheme = if security.tls.is_some() { "https" } else { "http" };

@@ -1,5 +1,6 @@
 //! TLS: the serving certificate (from PEM files, or self-signed under the data directory), its
-//! reload when the files change, and the rustls server configuration (TLS 1.2 minimum, ALPN
+//! reload when the files change (and the client CA's, and, through [`Reloading`], the
+//! ServiceAccount keys'), and the rustls server configuration (TLS 1.2 minimum, ALPN
 //! `h2` and `http/1.1`, client certificates verified against `--client-ca-file` but optional).
 
 use std::fmt;
@@ -9,11 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 /// How often the serving certificate's files are looked at for a change, at most.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -73,73 +77,180 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|metadata| metadata.modified()).ok()
 }
 
-/// The serving certificate, re-read when its files' modification times change (checked at
-/// most every [`RELOAD_CHECK_INTERVAL`], on a handshake). Open connections keep the
-/// certificate they were made with; a file that no longer parses keeps the previous one.
-pub struct ReloadingCertificate {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: ArcSwap<CertifiedKey>,
-    /// The files' modification times the current certificate was read at, and the last check.
-    state: Mutex<(Option<SystemTime>, Option<SystemTime>, Instant)>,
+/// A value read from files and read again when their modification times change: checked at
+/// most every [`RELOAD_CHECK_INTERVAL`], by whoever asks for the value then (a caller that finds
+/// another one checking does not wait; it takes the current value). A new file that does not
+/// load keeps the previous value. Serves the serving certificate, the client CA and the
+/// ServiceAccount public keys alike.
+pub struct Reloading<T> {
+    files: Vec<PathBuf>,
+    what: &'static str,
+    load: Box<dyn Fn() -> Result<T, String> + Send + Sync>,
+    current: ArcSwap<T>,
+    /// The files' modification times the current value was read at, and the last check.
+    state: Mutex<(Vec<Option<SystemTime>>, Instant)>,
 }
 
-impl fmt::Debug for ReloadingCertificate {
+impl<T> fmt::Debug for Reloading<T> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("ReloadingCertificate").field("cert_file", &self.cert_file).finish()
+        formatter.debug_struct("Reloading").field("what", &self.what).field("files", &self.files).finish()
     }
 }
+
+impl<T> Reloading<T> {
+    /// Loads the value once with `load`, which reads `files`; its error if that fails.
+    /// `what` names the value in the log lines of reloads.
+    pub fn new<E: fmt::Display>(
+        files: Vec<PathBuf>,
+        what: &'static str,
+        load: impl Fn() -> Result<T, E> + Send + Sync + 'static,
+    ) -> Result<Reloading<T>, E> {
+        let stamps = files.iter().map(|file| modified(file)).collect();
+        let value = load()?;
+        Ok(Reloading {
+            files,
+            what,
+            load: Box::new(move || load().map_err(|error| error.to_string())),
+            current: ArcSwap::from_pointee(value),
+            state: Mutex::new((stamps, Instant::now())),
+        })
+    }
+
+    /// The current value, after reading the files again if they changed.
+    pub fn get(&self) -> arc_swap::Guard<Arc<T>> {
+        self.maybe_reload();
+        self.current.load()
+    }
+
+    /// The current value, without looking at the files.
+    pub fn current(&self) -> arc_swap::Guard<Arc<T>> {
+        self.current.load()
+    }
+
+    fn maybe_reload(&self) {
+        // Someone else is checking: take the current value rather than wait.
+        let Ok(mut state) = self.state.try_lock() else { return };
+        if state.1.elapsed() < RELOAD_CHECK_INTERVAL {
+            return;
+        }
+        state.1 = Instant::now();
+        let stamps: Vec<Option<SystemTime>> = self.files.iter().map(|file| modified(file)).collect();
+        if stamps == state.0 {
+            return;
+        }
+        match (self.load)() {
+            Ok(value) => {
+                self.current.store(Arc::new(value));
+                state.0 = stamps;
+                tracing::info!(what = self.what, files = ?self.files, "reloaded");
+            }
+            // Half-written files: try again at the next check.
+            Err(error) => tracing::warn!(what = self.what, %error, "not reloaded"),
+        }
+    }
+}
+
+/// The serving certificate, re-read when its files change (see [`Reloading`]; checked on a
+/// handshake). Open connections keep the certificate they were made with.
+#[derive(Debug)]
+pub struct ReloadingCertificate(Reloading<CertifiedKey>);
 
 impl ReloadingCertificate {
     /// Reads the files once; an error if they do not make a certificate.
     pub fn new(cert_file: &Path, key_file: &Path) -> Result<ReloadingCertificate, TlsError> {
-        let stamps = (modified(cert_file), modified(key_file));
-        let certified = load_certified_key(cert_file, key_file)?;
-        Ok(ReloadingCertificate {
-            cert_file: cert_file.to_owned(),
-            key_file: key_file.to_owned(),
-            current: ArcSwap::from_pointee(certified),
-            state: Mutex::new((stamps.0, stamps.1, Instant::now())),
+        let (cert, key) = (cert_file.to_owned(), key_file.to_owned());
+        Reloading::new(vec![cert.clone(), key.clone()], "serving certificate", move || {
+            load_certified_key(&cert, &key)
         })
+        .map(ReloadingCertificate)
     }
 
     /// The certificate chain served now.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
-    }
-
-    fn maybe_reload(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.2.elapsed() < RELOAD_CHECK_INTERVAL {
-            return;
-        }
-        state.2 = Instant::now();
-        let stamps = (modified(&self.cert_file), modified(&self.key_file));
-        if stamps == (state.0, state.1) {
-            return;
-        }
-        match load_certified_key(&self.cert_file, &self.key_file) {
-            Ok(certified) => {
-                self.current.store(Arc::new(certified));
-                (state.0, state.1) = stamps;
-                tracing::info!(cert_file = %self.cert_file.display(), "serving certificate reloaded");
-            }
-            // Half-written files: try again at the next check.
-            Err(error) => tracing::warn!(%error, "serving certificate not reloaded"),
-        }
+        self.0.current().cert.clone()
     }
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.maybe_reload();
-        Some(self.current.load_full())
+        Some(Arc::clone(&self.0.get()))
+    }
+}
+
+fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates(path)? {
+        roots.add(certificate).map_err(|error| file_error(path, error))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|error| TlsError::Config(error.to_string()))
+}
+
+/// Client certificates verified against the CAs of `--client-ca-file`, re-read when the file
+/// changes (see [`Reloading`]; checked when a client presents a certificate). Clients without
+/// a certificate are let through to the other authenticators. No CA names are hinted to
+/// clients (they change with the file); clients send their certificate regardless.
+#[derive(Debug)]
+pub struct ReloadingClientCa(Reloading<Arc<dyn ClientCertVerifier>>);
+
+impl ReloadingClientCa {
+    /// Reads `path` once; an error if it holds no usable CA certificate.
+    pub fn new(path: &Path) -> Result<ReloadingClientCa, TlsError> {
+        let file = path.to_owned();
+        Reloading::new(vec![file.clone()], "client CA", move || client_verifier(&file)).map(ReloadingClientCa)
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.get().verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.current().verify_tls12_signature(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.current().verify_tls13_signature(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.current().supported_verify_schemes()
     }
 }
 
 /// The rustls server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, and client
 /// certificates verified against `client_ca` when given (clients without one are let through
-/// to the other authenticators).
+/// to the other authenticators); both the certificate and the client CA follow their files.
 pub fn server_config(
     certificate: Arc<ReloadingCertificate>,
     client_ca: Option<&Path>,
@@ -149,17 +260,7 @@ pub fn server_config(
         .map_err(|error| TlsError::Config(error.to_string()))?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in read_certificates(path)? {
-                roots.add(certificate).map_err(|error| file_error(path, error))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|error| TlsError::Config(error.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(path) => builder.with_client_cert_verifier(Arc::new(ReloadingClientCa::new(path)?)),
     };
     let mut config = builder.with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -105,6 +105,19 @@ async fn open(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<Opened, String> {
+    let (status, _, body, alpn, task) = open_with_headers(address, config, method, path, token, body).await?;
+    Ok((status, body, alpn, task))
+}
+
+/// [`open`], with the response headers.
+async fn open_with_headers(
+    address: &str,
+    config: rustls::ClientConfig,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, http::HeaderMap, hyper::body::Incoming, Vec<u8>, tokio::task::JoinHandle<()>), String> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await.map_err(|error| error.to_string())?;
     let tls = connector
@@ -113,7 +126,11 @@ async fn open(
         .map_err(|error| format!("handshake: {error}"))?;
     let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
     let io = hyper_util::rt::TokioIo::new(tls);
-    let mut builder = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("user-agent", "watchcache-tests/1");
     if let Some(token) = token {
         builder = builder.header("authorization", format!("Bearer {token}"));
     }
@@ -139,7 +156,8 @@ async fn open(
         (sender.send_request(request).await, task)
     };
     let response = response.map_err(|error| error.to_string())?;
-    Ok((response.status().as_u16(), response.into_body(), alpn, task))
+    let (parts, body) = response.into_parts();
+    Ok((parts.status.as_u16(), parts.headers, body, alpn, task))
 }
 
 /// A CA made with rcgen: its PEM and what signs with it.
@@ -740,4 +758,495 @@ fn over_plain_http_the_written_kubeconfig_works_without_a_credential() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "kubectl get ns: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("kube-system"), "{stdout}");
+}
+
+/// The audit log's events, once `done` says they are all there.
+async fn audit_events(path: &Path, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+            .collect();
+        if done(&events) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "the audit log did not get every event: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_has_kube_events_for_each_request_and_no_secret_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\nbob-token,bob,uid-bob,\n").unwrap();
+    let log = dir.path().join("audit.log");
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("audit-log-path", &log),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let call =
+        |method: &'static str, path: &'static str, token: Option<&'static str>, body: Option<String>| {
+            let config = client_config(&ca, None, b"h2");
+            let address = server.address.clone();
+            async move {
+                let (status, headers, body, _, _task) =
+                    open_with_headers(&address, config, method, path, token, body.as_deref()).await.unwrap();
+                let body = body.collect().await.unwrap().to_bytes();
+                let id = headers.get("audit-id").expect("an Audit-Id header").to_str().unwrap().to_owned();
+                (status, id, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+    use base64::Engine;
+    let secret_value = "correct-horse-battery-staple";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(secret_value);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "data": {"password": encoded}, "stringData": {"other": "plain-secret-text"},
+    });
+    let (status, created, body) =
+        call("POST", "/api/v1/namespaces/default/secrets", Some("admin-token"), Some(secret.to_string()))
+            .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, got, body) =
+        call("GET", "/api/v1/namespaces/default/secrets/db", Some("admin-token"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&encoded), "the client does get the data: {body}");
+    let (status, denied, _) =
+        call("GET", "/api/v1/namespaces/default/secrets/db", Some("bob-token"), None).await;
+    assert_eq!(status, 403);
+    let (status, refused, _) = call("GET", "/api/v1/namespaces", Some("wrong-token"), None).await;
+    assert_eq!(status, 401);
+    // A watch the server ends after a second.
+    let (status, watched, _) = call(
+        "GET",
+        "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=1",
+        Some("admin-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ids = [&created, &got, &denied, &refused, &watched];
+    let mut unique: Vec<&&String> = ids.iter().collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "audit IDs are distinct: {ids:?}");
+    let events = audit_events(&log, |events| {
+        let complete = |id: &str| {
+            events.iter().any(|event| event["auditID"] == id && event["stage"] == "ResponseComplete")
+        };
+        ids.iter().all(|id| complete(id))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    for needle in
+        [secret_value, encoded.as_str(), "plain-secret-text", "admin-token", "bob-token", "wrong-token"]
+    {
+        assert!(!text.contains(needle), "the audit log holds {needle:?}: {text}");
+    }
+    for event in &events {
+        assert_eq!(event["kind"], "Event", "{event}");
+        assert_eq!(event["apiVersion"], "audit.k8s.io/v1", "{event}");
+        assert_eq!(event["level"], "Metadata", "{event}");
+        assert!(uuid::Uuid::parse_str(event["auditID"].as_str().unwrap()).is_ok(), "{event}");
+        assert!(event.get("requestObject").is_none() && event.get("responseObject").is_none(), "{event}");
+        for field in ["requestReceivedTimestamp", "stageTimestamp"] {
+            assert!(event[field].as_str().is_some_and(|time| time.ends_with('Z')), "{field}: {event}");
+        }
+        assert_eq!(event["sourceIPs"], serde_json::json!(["127.0.0.1"]), "{event}");
+        assert_eq!(event["userAgent"], "watchcache-tests/1", "{event}");
+    }
+    let of = |id: &str, stage: &str| {
+        let matching: Vec<&serde_json::Value> =
+            events.iter().filter(|event| event["auditID"] == id && event["stage"] == stage).collect();
+        assert_eq!(matching.len(), 1, "one {stage} event for {id}: {events:?}");
+        matching[0].clone()
+    };
+    let admin = serde_json::json!({"username": "admin", "uid": "uid-admin", "groups": ["system:masters", "system:authenticated"]});
+    let event = of(&created, "ResponseComplete");
+    assert_eq!(event["verb"], "create");
+    assert_eq!(event["requestURI"], "/api/v1/namespaces/default/secrets");
+    assert_eq!(event["user"], admin);
+    assert_eq!(
+        event["objectRef"],
+        serde_json::json!({"resource": "secrets", "namespace": "default", "name": "db", "apiVersion": "v1"})
+    );
+    assert_eq!(event["responseStatus"]["code"], 201);
+    assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "allow");
+    let event = of(&got, "ResponseComplete");
+    assert_eq!(event["verb"], "get");
+    assert_eq!(event["objectRef"]["name"], "db");
+    assert_eq!(event["objectRef"]["resource"], "secrets");
+    assert_eq!(event["responseStatus"], serde_json::json!({"metadata": {}, "code": 200}));
+    let event = of(&denied, "ResponseComplete");
+    assert_eq!(event["user"]["username"], "bob");
+    assert_eq!(event["responseStatus"]["code"], 403);
+    assert_eq!(event["responseStatus"]["reason"], "Forbidden");
+    assert_eq!(event["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert!(event["annotations"].get("authorization.k8s.io/reason").is_some(), "{event}");
+    let event = of(&refused, "ResponseComplete");
+    assert_eq!(event["user"], serde_json::json!({}), "no user for bad credentials: {event}");
+    assert_eq!(event["responseStatus"]["code"], 401);
+    assert!(event.get("annotations").is_none(), "no authorization was made: {event}");
+    let started = of(&watched, "ResponseStarted");
+    let ended = of(&watched, "ResponseComplete");
+    for event in [&started, &ended] {
+        assert_eq!(event["verb"], "watch");
+        assert_eq!(event["responseStatus"]["code"], 200);
+        assert_eq!(event["requestReceivedTimestamp"], started["requestReceivedTimestamp"]);
+    }
+    assert!(ended["stageTimestamp"].as_str() >= started["stageTimestamp"].as_str());
+    // The writer's counters.
+    let (status, _, metrics) = call("GET", "/metrics", Some("admin-token"), None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("apiserver_audit_event_total "), "{metrics}");
+    assert!(metrics.contains(r#"apiserver_audit_error_total{plugin="log"} 0"#), "{metrics}");
+}
+
+/// Replaces `path` with `contents` as certificate managers do: a new file renamed over it.
+fn replace_file(path: &Path, contents: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, contents).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_ca_authenticates_its_clients_and_no_longer_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = test_ca("first-clients");
+    let second = test_ca("second-clients");
+    let client_ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca_file, &first.pem).unwrap();
+    let server = Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir.path()),
+            &path_arg("client-ca-file", &client_ca_file),
+        ],
+        2,
+    );
+    let ca = self_signed_ca(dir.path());
+    let (old_cert, old_key) = issue(&first, &[], "alice", &["system:masters"], true);
+    let (new_cert, new_key) = issue(&second, &[], "bob", &["system:masters"], true);
+    let get = |cert: &str, key: &str| {
+        let config = client_config(&ca, Some(identity(cert, key)), b"h2");
+        let address = server.address.clone();
+        async move { request(&address, config, "GET", "/api/v1/pods", None, None).await }
+    };
+    assert_eq!(get(&old_cert, &old_key).await.unwrap().0, 200);
+    assert!(!matches!(get(&new_cert, &new_key).await, Ok((200, _, _))), "not trusted yet");
+    replace_file(&client_ca_file, &second.pem);
+    let deadline = Instant::now() + TIMEOUT;
+    while !matches!(get(&new_cert, &new_key).await, Ok((200, _, _))) {
+        assert!(Instant::now() < deadline, "the new client CA was not loaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old = get(&old_cert, &old_key).await;
+    assert!(!matches!(old, Ok((200, _, _))), "the old CA's client still gets through: {old:?}");
+    // A file that does not parse keeps the CA in use.
+    replace_file(&client_ca_file, "not a certificate\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&new_cert, &new_key).await.unwrap().0, 200);
+}
+
+/// Signs `claims` with `key` (ES256, as the test keys are P-256).
+fn sign(key: &rcgen::KeyPair, claims: &serde_json::Value) -> String {
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), claims, &signing)
+        .unwrap()
+}
+
+/// kube-apiserver's claims for a token of service account `default/name` (uid `uid`).
+fn account_claims(name: &str, uid: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    serde_json::json!({
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": format!("system:serviceaccount:default:{name}"),
+        "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": now + 3600, "iat": now, "nbf": now, "jti": "test-jti",
+        "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": name, "uid": uid}},
+    })
+}
+
+/// A server with an admin token and ServiceAccount keys (`sa.pub`, `sa.key` under `dir`),
+/// authorizing everything (what is tested is who a token is, not what it may do).
+fn service_account_server(dir: &Path, key: &rcgen::KeyPair) -> Server {
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,uid-admin,system:masters\n").unwrap();
+    std::fs::write(dir.join("sa.pub"), key.public_key_pem()).unwrap();
+    std::fs::write(dir.join("sa.key"), key.serialize_pem()).unwrap();
+    Server::start(
+        &[
+            "--tls-self-signed",
+            &path_arg("data-dir", dir),
+            &path_arg("token-auth-file", &tokens),
+            &path_arg("service-account-key-file", &dir.join("sa.pub")),
+            &path_arg("service-account-signing-key-file", &dir.join("sa.key")),
+            "--authorization-mode=AlwaysAllow",
+        ],
+        2,
+    )
+}
+
+/// `(status, body)` of one request on `server` (trusting the self-signed CA under `dir`).
+async fn call(
+    server: &Server,
+    dir: &Path,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let config = client_config(&self_signed_ca(dir), None, b"h2");
+    let (status, body, _) = request(&server.address, config, method, path, Some(token), body).await.unwrap();
+    (status, body)
+}
+
+/// Waits until `token` gets `want` on a list of pods.
+async fn until_status(server: &Server, dir: &Path, token: &str, want: u16, why: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = call(server, dir, "GET", "/api/v1/namespaces/default/pods", token, None).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: still {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn uid_of(body: &str) -> String {
+    let object: serde_json::Value = serde_json::from_str(body).unwrap();
+    object["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_service_account_keys_verify_new_tokens_and_no_longer_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = rcgen::KeyPair::generate().unwrap();
+    let second = rcgen::KeyPair::generate().unwrap();
+    let server = service_account_server(dir.path(), &first);
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let (status, body) = call(
+        &server,
+        dir.path(),
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        "admin-token",
+        Some(account),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let claims = account_claims("robot", &uid_of(&body));
+    let (old, new) = (sign(&first, &claims), sign(&second, &claims));
+    until_status(&server, dir.path(), &old, 200, "a token of the first key").await;
+    let (status, _) = call(&server, dir.path(), "GET", "/api/v1/namespaces/default/pods", &new, None).await;
+    assert_eq!(status, 401, "the second key is not trusted yet");
+    replace_file(&dir.path().join("sa.pub"), &second.public_key_pem());
+    until_status(&server, dir.path(), &new, 200, "the second key was not loaded").await;
+    let (status, _) = call(&server, dir.path(), "GET", "/api/v1/namespaces/default/pods", &old, None).await;
+    assert_eq!(status, 401, "the first key is no longer trusted");
+    // Both keys in the file: both verify.
+    replace_file(
+        &dir.path().join("sa.pub"),
+        &format!("{}{}", first.public_key_pem(), second.public_key_pem()),
+    );
+    until_status(&server, dir.path(), &old, 200, "the file with both keys was not loaded").await;
+    until_status(&server, dir.path(), &new, 200, "both keys verify").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_stop_working_when_their_account_or_bound_object_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = service_account_server(dir.path(), &key);
+    let path = dir.path();
+    let account = r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#;
+    let accounts = "/api/v1/namespaces/default/serviceaccounts";
+    let (status, body) = call(&server, path, "POST", accounts, "admin-token", Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let uid = uid_of(&body);
+    let token = sign(&key, &account_claims("robot", &uid));
+    until_status(&server, path, &token, 200, "the account's token").await;
+    // The right signature, but the uid of another (earlier) account of that name.
+    let (status, _) = call(
+        &server,
+        path,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        &sign(&key, &account_claims("robot", "0b6e3a8e-0000-0000-0000-000000000000")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // An account that does not exist.
+    let (status, _) = call(
+        &server,
+        path,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        &sign(&key, &account_claims("ghost", &uid)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A token bound to a pod: good while the pod is there with that uid.
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"serviceAccountName":"robot","containers":[{"name":"c","image":"nginx"}]}}"#;
+    let (status, body) =
+        call(&server, path, "POST", "/api/v1/namespaces/default/pods", "admin-token", Some(pod)).await;
+    assert_eq!(status, 201, "{body}");
+    let pod_uid = uid_of(&body);
+    let mut bound = account_claims("robot", &uid);
+    bound["kubernetes.io"]["pod"] = serde_json::json!({"name": "web", "uid": pod_uid});
+    let bound_token = sign(&key, &bound);
+    until_status(&server, path, &bound_token, 200, "the pod-bound token").await;
+    let review = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
+    let (status, body) = call(
+        &server,
+        path,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &bound_token,
+        Some(review),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let who: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"],
+        serde_json::json!(["web"])
+    );
+    assert_eq!(
+        who["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        serde_json::json!([pod_uid])
+    );
+    bound["kubernetes.io"]["pod"]["uid"] = "not-the-pods-uid".into();
+    let (status, _) =
+        call(&server, path, "GET", "/api/v1/namespaces/default/pods", &sign(&key, &bound), None).await;
+    assert_eq!(status, 401);
+    // TokenRequest binds to a pod too, with the pod's uid.
+    let token_request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"boundObjectRef":{"apiVersion":"v1","kind":"Pod","name":"web"}}}"#;
+    let token_path = "/api/v1/namespaces/default/serviceaccounts/robot/token";
+    let (status, body) = call(&server, path, "POST", token_path, "admin-token", Some(token_request)).await;
+    assert_eq!(status, 201, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(issued["spec"]["boundObjectRef"]["uid"], pod_uid.as_str(), "{body}");
+    let requested = issued["status"]["token"].as_str().unwrap().to_owned();
+    until_status(&server, path, &requested, 200, "the TokenRequest's pod-bound token").await;
+    for (reference, want) in [
+        (r#"{"apiVersion":"v1","kind":"Pod","name":"nope"}"#, 404),
+        (r#"{"apiVersion":"v1","kind":"Pod","name":"web","uid":"other"}"#, 409),
+        (r#"{"apiVersion":"v1","kind":"ConfigMap","name":"web"}"#, 400),
+    ] {
+        let body = format!(
+            r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{"boundObjectRef":{reference}}}}}"#
+        );
+        let (status, answer) = call(&server, path, "POST", token_path, "admin-token", Some(&body)).await;
+        assert_eq!(status, want, "{reference}: {answer}");
+    }
+    // A token bound to a Secret: good while the Secret is there; not once it is deleted.
+    let secret = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"binding"}}"#;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let (status, body) = call(&server, path, "POST", secrets, "admin-token", Some(secret)).await;
+    assert_eq!(status, 201, "{body}");
+    let mut secret_bound = account_claims("robot", &uid);
+    secret_bound["kubernetes.io"]["secret"] = serde_json::json!({"name": "binding", "uid": uid_of(&body)});
+    let secret_token = sign(&key, &secret_bound);
+    until_status(&server, path, &secret_token, 200, "the secret-bound token").await;
+    let (status, body) =
+        call(&server, path, "DELETE", &format!("{secrets}/binding"), "admin-token", None).await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &secret_token, 401, "the secret was deleted").await;
+    // The pod goes: its tokens stop working; the unbound one still works.
+    let (status, body) = call(
+        &server,
+        path,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/web?gracePeriodSeconds=0",
+        "admin-token",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &bound_token, 401, "the pod was deleted").await;
+    until_status(&server, path, &requested, 401, "the pod was deleted").await;
+    until_status(&server, path, &token, 200, "the account is still there").await;
+    // The account goes: its token stops working, and a new account of the same name (another
+    // uid) does not revive it.
+    let (status, body) =
+        call(&server, path, "DELETE", &format!("{accounts}/robot"), "admin-token", None).await;
+    assert_eq!(status, 200, "{body}");
+    until_status(&server, path, &token, 401, "the account was deleted").await;
+    let (status, body) = call(&server, path, "POST", accounts, "admin-token", Some(account)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = call(&server, path, "GET", "/api/v1/namespaces/default/pods", &token, None).await;
+    assert_eq!(status, 401, "a token of the deleted account");
+    let renewed = sign(&key, &account_claims("robot", &uid_of(&body)));
+    until_status(&server, path, &renewed, 200, "the new account's token").await;
+}
+
+#[test]
+fn the_javascript_client_loads_the_written_kubeconfig_and_lists_and_watches_over_tls() {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/js");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|output| output.status.success()),
+        "node is missing: install Node.js 20 or later and npm (Debian: apt-get install nodejs npm), then \
+         scripts/install-deps.sh --with-etcd"
+    );
+    assert!(
+        js.join("node_modules/@kubernetes/client-node/package.json").is_file(),
+        "the JavaScript client is missing: npm ci --prefix e2e/js (scripts/install-deps.sh --with-etcd does it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let output = Command::new("node")
+        .arg(js.join("kubeconfig.mjs"))
+        .arg(&kubeconfig)
+        .current_dir(&js)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "node: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|error| panic!("{error}: {stdout}"));
+    let namespaces = seen["namespaces"].as_array().unwrap();
+    assert!(namespaces.contains(&"kube-system".into()) && namespaces.contains(&"default".into()), "{seen}");
+    assert_eq!(seen["watched"], "from-js");
+    assert_eq!(seen["data"], serde_json::json!({"key": "value"}));
+}
+
+#[test]
+fn the_python_smoke_test_passes_over_tls_with_the_written_kubeconfig() {
+    let available = Command::new("python3").args(["-c", "import kubernetes"]).output();
+    assert!(
+        available.is_ok_and(|output| output.status.success()),
+        "the Python kubernetes client is missing: pip install -r e2e/python/requirements.txt \
+         (scripts/install-deps.sh does it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server = Server::start(
+        &["--tls-self-signed", &path_arg("data-dir", dir.path()), &path_arg("write-kubeconfig", &kubeconfig)],
+        3,
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/python/smoke.py");
+    let output =
+        Command::new("python3").arg(script).arg(&kubeconfig).env_remove("KUBECONFIG").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "smoke.py failed:\n{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("smoke test passed"), "{stdout}");
 }

@@ -103,8 +103,28 @@ spec:
 fn kubectl_manages_objects() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
-    let kubectl = Kubectl::new(&server.address, dir.path());
-    let manifest = dir.path().join("deployment.yaml");
+    manages_objects(&Kubectl::new(&server.address, dir.path()), dir.path());
+}
+
+/// The same over TLS, with the kubeconfig `--write-kubeconfig` wrote (its CA and admin token)
+/// and nothing else.
+#[test]
+fn kubectl_manages_objects_over_tls_with_the_written_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let server = ServerProcess::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--tls-self-signed",
+        "--write-kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
+    assert!(server.startup_line.contains("https://"), "{}", server.startup_line);
+    manages_objects(&Kubectl { binary: kubectl_binary(), kubeconfig, server: None }, dir.path());
+}
+
+fn manages_objects(kubectl: &Kubectl, dir: &Path) {
+    let manifest = dir.join("deployment.yaml");
 
     std::fs::write(&manifest, DEPLOYMENT.replace("IMAGE", "1.25")).unwrap();
     assert!(kubectl

@@ -133,12 +133,14 @@ async fn subject_access_reviews_follow_bindings_as_they_change() {
     settle(&http).await;
     assert_eq!(can(&http, "alice", &[], "list", "pods", "default").await, json!({"allowed": false}));
 
-    // A review names a user or a group.
+    // A review names a user or a group: 422 Invalid otherwise, as kube-apiserver's validation.
     let empty = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
+    let reply = http.send_json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &empty).await;
+    assert_eq!(reply.status, 422);
     assert_eq!(
-        http.send_json("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", &empty).await.status,
-        400
+        reply.json()["message"],
+        r#"SubjectAccessReview.authorization.k8s.io "" is invalid: spec.user: Invalid value: "": at least one of user or group must be specified"#
     );
 }
 
@@ -150,9 +152,18 @@ async fn reviews_are_create_only_in_discovery_and_not_stored() {
     let authorization = http.get("/apis/authorization.k8s.io/v1").await.json();
     let names: Vec<&str> =
         authorization["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["selfsubjectaccessreviews", "selfsubjectrulesreviews", "subjectaccessreviews"]);
+    assert_eq!(
+        names,
+        [
+            "localsubjectaccessreviews",
+            "selfsubjectaccessreviews",
+            "selfsubjectrulesreviews",
+            "subjectaccessreviews"
+        ]
+    );
     for resource in authorization["resources"].as_array().unwrap() {
         assert_eq!(resource["verbs"], json!(["create"]));
+        assert_eq!(resource["namespaced"], resource["name"] == "localsubjectaccessreviews", "{resource}");
     }
     let authentication = http.get("/apis/authentication.k8s.io/v1").await.json();
     assert_eq!(authentication["resources"][0]["name"], "selfsubjectreviews");
@@ -234,4 +245,88 @@ async fn changes_to_cluster_roles_and_their_aggregation_take_effect() {
     settle(&http).await;
     assert_eq!(can(&http, "bob", &[], "list", "secrets", "default").await["allowed"], false);
     assert_eq!(can(&http, "bob", &[], "list", "pods", "default").await["allowed"], true);
+}
+
+/// POSTs a LocalSubjectAccessReview to `namespace` asking whether `user` may `verb` pods in
+/// `asked` (the spec's namespace): the reply.
+async fn local_review(http: &Http, namespace: &str, user: &str, verb: &str, asked: &str) -> common::Reply {
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "LocalSubjectAccessReview",
+        "spec": {"user": user, "resourceAttributes": {"verb": verb, "resource": "pods", "namespace": asked}},
+    });
+    let path = format!("/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews");
+    http.send_json("POST", &path, &review).await
+}
+
+#[tokio::test]
+async fn local_subject_access_reviews_answer_in_their_namespace_only() {
+    let server = ServerProcess::start(&["--in-memory", "--authorization-mode=RBAC"]);
+    server.wait_ready(Duration::from_secs(30));
+    let http = Http::new(&server.address, false);
+    let edit = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "alice-edit", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    });
+    let created = http
+        .send_json("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", &edit)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json());
+    settle(&http).await;
+    let reply = local_review(&http, "default", "alice", "create", "default").await;
+    assert_eq!(reply.status, 201, "{}", reply.json());
+    let answer = reply.json();
+    assert_eq!(answer["kind"], "LocalSubjectAccessReview");
+    assert_eq!(answer["apiVersion"], "authorization.k8s.io/v1");
+    assert_eq!(answer["metadata"]["namespace"], "default");
+    assert_eq!(answer["status"]["allowed"], true);
+    let reply = local_review(&http, "kube-system", "alice", "create", "kube-system").await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(reply.json()["status"]["allowed"], false);
+    // The spec may not ask about another namespace than the review's.
+    let reply = local_review(&http, "default", "alice", "create", "kube-system").await;
+    assert_eq!(reply.status, 422, "{}", reply.json());
+    let status = reply.json();
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["message"],
+        r#"LocalSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes.namespace: Invalid value: "kube-system": must match metadata.namespace"#
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.resourceAttributes.namespace");
+    // Nor be about a non-resource path, nor name no one, nor be of another namespace.
+    let path = "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews";
+    let non_resource = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "spec": {"user": "alice", "nonResourceAttributes": {"verb": "get", "path": "/healthz"}},
+    });
+    let reply = http.send_json("POST", path, &non_resource).await;
+    assert_eq!(reply.status, 422, "{}", reply.json());
+    assert!(reply.json()["message"].as_str().unwrap().contains("disallowed on this kind of request"));
+    let nobody = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "default"}},
+    });
+    let reply = http.send_json("POST", path, &nobody).await;
+    assert_eq!(reply.status, 422, "{}", reply.json());
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("at least one of user or group must be specified"));
+    let elsewhere = json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "metadata": {"namespace": "kube-system"},
+        "spec": {"user": "alice", "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "default"}},
+    });
+    let reply = http.send_json("POST", path, &elsewhere).await;
+    assert_eq!(reply.status, 400, "{}", reply.json());
+    // It is namespaced only; SubjectAccessReview is cluster-scoped only.
+    let cluster =
+        http.send_json("POST", "/apis/authorization.k8s.io/v1/localsubjectaccessreviews", &nobody).await;
+    assert_eq!(cluster.status, 404);
+    let namespaced = http
+        .send_json("POST", "/apis/authorization.k8s.io/v1/namespaces/default/subjectaccessreviews", &nobody)
+        .await;
+    assert_eq!(namespaced.status, 404);
 }

@@ -1,6 +1,8 @@
 """Smoke test of watchcache with the official Python Kubernetes client.
 
 Usage: python3 smoke.py http://127.0.0.1:PORT
+   or: python3 smoke.py KUBECONFIG   (e.g. the one `watchcache serve --write-kubeconfig` writes:
+                                      HTTPS with its CA and token)
 Exits 0 when every step behaved as kube-apiserver would.
 """
 
@@ -9,12 +11,16 @@ import sys
 import threading
 import time
 
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 
 def main(server: str) -> None:
-    configuration = client.Configuration(host=server)
+    if server.startswith("http://") or server.startswith("https://"):
+        configuration = client.Configuration(host=server)
+    else:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=server, client_configuration=configuration)
     api = client.CoreV1Api(client.ApiClient(configuration))
 
     namespace = "smoke"

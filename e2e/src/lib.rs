@@ -1,7 +1,7 @@
 //! End-to-end tests of watchcache with real clients, against the real `watchcache` binary:
 //! the kube crate (`tests/kube_client.rs`: a typed client on the embedded store and on etcd, and
-//! `kube_runtime` watchers and reflectors) and the official Python client (`python/smoke.py`,
-//! run by `tests/python_client.rs`).
+//! `kube_runtime` watchers and reflectors; `tests/kubeconfig.rs`: the written kubeconfig over
+//! TLS) and the official Python client (`python/smoke.py`, run by `tests/python_client.rs`).
 //!
 //! This library holds only what those tests share: finding (or building) the binary, and the
 //! server and etcd child processes, each killed on drop.
@@ -98,7 +98,7 @@ impl Server {
             panic!("watchcache exited before its startup line: {status:?}");
         }
         let address = startup_line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in the startup line {startup_line:?}"))

@@ -356,3 +356,33 @@ async fn a_reflector_relists_after_the_server_sheds_its_watch_with_410() {
     .unwrap();
     task.abort();
 }
+
+/// A client from the kubeconfig `--write-kubeconfig` wrote (HTTPS, its CA, its admin token).
+async fn client_from_kubeconfig(path: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(config.cluster_url.scheme_str(), Some("https"));
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_client_and_reflector_over_tls_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let _server =
+        Server::start(&["--tls-self-signed", &format!("--write-kubeconfig={}", kubeconfig.display())]);
+    let client = client_from_kubeconfig(&kubeconfig).await;
+    tokio::time::timeout(TEST_LIMIT, typed_client(client.clone())).await.expect("test timed out").unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "kube-public");
+    let (store, _gate, task) = reflect(&api, watcher::Config::default());
+    tokio::time::timeout(TEST_LIMIT, async {
+        store.wait_until_ready().await.expect("the reflector's first list");
+        creates_updates_deletes(&api, &store, &mut BTreeMap::new(), Duration::ZERO).await
+    })
+    .await
+    .expect("test timed out")
+    .unwrap();
+    task.abort();
+}

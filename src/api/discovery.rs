@@ -131,7 +131,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             resources.push(json!({
                 "name": review.plural,
                 "singularName": review.kind.to_lowercase(),
-                "namespaced": false,
+                "namespaced": review.namespaced,
                 "kind": review.kind,
                 "verbs": ["create"],
             }));

@@ -536,8 +536,12 @@ async fn token_request(
         .map(|audiences| audiences.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .filter(|audiences: &Vec<String>| !audiences.is_empty())
         .unwrap_or_else(|| issuer.audiences().to_vec());
+    let bound = match request.pointer("/spec/boundObjectRef").filter(|bound| !bound.is_null()) {
+        None => None,
+        Some(reference) => Some(bound_object(state, namespace, name, reference)?),
+    };
     let issued = issuer
-        .issue(namespace, name, &uid, audiences.clone(), seconds)
+        .issue(namespace, name, &uid, bound.as_ref(), audiences.clone(), seconds)
         .ok_or_else(|| ApiError::internal("the token could not be signed"))?;
     let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.expires);
     request["apiVersion"] = json!("authentication.k8s.io/v1");
@@ -550,8 +554,14 @@ async fn token_request(
             json!(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string());
     }
     let mut spec = json!({"audiences": audiences, "expirationSeconds": seconds});
-    if let Some(bound) = request.pointer("/spec/boundObjectRef").filter(|bound| !bound.is_null()) {
-        spec["boundObjectRef"] = bound.clone();
+    if let Some(reference) = request.pointer("/spec/boundObjectRef").filter(|bound| !bound.is_null()) {
+        spec["boundObjectRef"] = reference.clone();
+        if let Some(
+            crate::auth::authn::BoundObject::Pod(_, uid) | crate::auth::authn::BoundObject::Secret(_, uid),
+        ) = &bound
+        {
+            spec["boundObjectRef"]["uid"] = json!(uid);
+        }
     }
     request["spec"] = spec;
     request["status"] = json!({
@@ -559,6 +569,56 @@ async fn token_request(
         "expirationTimestamp": humantime::format_rfc3339_seconds(expires).to_string(),
     });
     Ok(object_response(wire, StatusCode::CREATED, &request))
+}
+
+/// The Pod or Secret a TokenRequest's `boundObjectRef` names, as the watch cache has it, with
+/// kube-apiserver's errors: 404 if it is not there, 400 for another kind or a Pod of another
+/// service account, 409 if the reference's uid is not the object's.
+fn bound_object(
+    state: &ApiState,
+    namespace: &str,
+    account: &str,
+    reference: &Value,
+) -> Result<crate::auth::authn::BoundObject, ApiError> {
+    let text = |field: &str| reference[field].as_str().unwrap_or_default();
+    let (kind, name) = (text("kind"), text("name"));
+    let api_version = reference["apiVersion"].as_str().unwrap_or("v1");
+    let plural = match (api_version, kind) {
+        ("v1", "Pod") => "pods",
+        ("v1", "Secret") => "secrets",
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {api_version}, Kind={kind}"
+            )))
+        }
+    };
+    let subject = Subject { group: "", plural, kind, name };
+    let resource = state.registry.get("", "v1", plural).ok_or_else(|| ApiError::not_found(subject))?;
+    let snapshot = resource.cacher.current_snapshot();
+    let object =
+        snapshot.get(&resource.ty.key(Some(namespace), name)).ok_or_else(|| ApiError::not_found(subject))?;
+    let object: Value = serde_json::from_slice(&object.json)
+        .map_err(|error| ApiError::internal(format!("the cached {kind} is not JSON: {error}")))?;
+    let uid = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if plural == "pods" {
+        let runs_as = object.pointer("/spec/serviceAccountName").and_then(Value::as_str).unwrap_or("default");
+        if runs_as != account {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token for serviceaccount {account:?} to pod running with different serviceaccount name."
+            )));
+        }
+    }
+    let wanted = text("uid");
+    if !wanted.is_empty() && wanted != uid {
+        return Err(ApiError::conflict(
+            subject,
+            &format!("the UID in the bound object reference ({wanted}) does not match the UID in record. The object might have been deleted and then recreated"),
+        ));
+    }
+    Ok(match plural {
+        "pods" => crate::auth::authn::BoundObject::Pod(name.to_owned(), uid),
+        _ => crate::auth::authn::BoundObject::Secret(name.to_owned(), uid),
+    })
 }
 
 /// The cache filter for a list or watch request.
@@ -852,7 +912,10 @@ pub async fn create(
         .map_err(|error| ApiError::from_storage(error, target.subject(&name)))?;
     let response = stamped(&stored, stored.mod_revision)?;
     super::crd::after_write(state, ty, Some(&response)).await;
-    Ok(object_response(wire, StatusCode::CREATED, &response))
+    let mut response = object_response(wire, StatusCode::CREATED, &response);
+    // The audit event names the object, as kube's does from the request object.
+    response.extensions_mut().insert(super::audit::CreatedName(name.into()));
+    Ok(response)
 }
 
 /// kube's Job strategy on create, unless `spec.manualSelector`: the pod template gets the

@@ -56,6 +56,11 @@ impl Metrics {
         self.registry.register_collector(Box::new(CompactorCollector(stats)));
     }
 
+    /// Exposes what the audit log has written and dropped, with kube-apiserver's names.
+    pub fn register_audit(&mut self, stats: Arc<super::audit::AuditStats>) {
+        self.registry.register_collector(Box::new(AuditCollector(stats)));
+    }
+
     /// Records one request.
     pub fn observe(&self, verb: &str, resource: &str, code: u16, elapsed: Duration) {
         let labels = vec![
@@ -181,6 +186,30 @@ impl Collector for CacheCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct AuditCollector(Arc<super::audit::AuditStats>);
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        ConstCounter::new(self.0.events.load(Relaxed)).encode(encoder.encode_descriptor(
+            "apiserver_audit_event",
+            "Audit events written to the log",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "apiserver_audit_error",
+            "Audit events dropped: the queue to the writer was full, or the write failed",
+            None,
+            MetricType::Counter,
+        )?;
+        let labels = [("plugin", "log")];
+        ConstCounter::new(self.0.dropped.load(Relaxed)).encode(family.encode_family(&labels)?)?;
         Ok(())
     }
 }

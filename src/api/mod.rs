@@ -36,6 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::registry::Registry;
 
+pub mod audit;
 pub mod crd;
 pub mod deletion;
 pub mod discovery;
@@ -92,6 +93,8 @@ pub struct ApiState {
     /// Who each request is from (`--token-auth-file`, `--client-ca-file`, ...); when none is
     /// configured every request is the loopback admin's.
     pub authenticator: Arc<crate::auth::authn::Authenticator>,
+    /// The audit log (`--audit-log-path`), when configured.
+    pub audit: Option<Arc<audit::AuditLog>>,
 }
 
 /// What a request knows of its connection.
@@ -99,6 +102,8 @@ pub struct ApiState {
 pub struct Connection {
     /// The verified client certificate (DER), when the client presented one over TLS.
     pub client_certificate: Option<Vec<u8>>,
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Serves HTTP on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
@@ -131,7 +136,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let Some(acceptor) = acceptor.clone() else {
-            let service = service(state, Arc::new(Connection::default()));
+            let service = service(state, Arc::new(Connection { client_certificate: None, peer: Some(peer) }));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
@@ -162,7 +167,7 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| leaf.as_ref().to_vec());
-            let service = service(state, Arc::new(Connection { client_certificate }));
+            let service = service(state, Arc::new(Connection { client_certificate, peer: Some(peer) }));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -198,7 +203,7 @@ fn service(
 }
 
 /// The `verb` and `resource` labels of a request, as kube-apiserver names them.
-fn classify(method: &Method, path: &str, is_watch: bool) -> (String, String) {
+pub(crate) fn classify(method: &Method, path: &str, is_watch: bool) -> (String, String) {
     let Some(parsed) = request::parse_path(path) else {
         return (method.as_str().to_lowercase(), String::new());
     };
@@ -228,9 +233,75 @@ async fn handle(state: &ApiState, connection: &Connection, request: Request<Inco
     let (verb, resource) = classify(request.method(), request.uri().path(), is_watch);
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let response = handle_inner(state, connection, request, is_watch).await;
+    // What the audit event needs from the request, taken before the handlers consume it.
+    let audit = state.audit.as_ref().map(|log| {
+        let headers = request.headers();
+        let id = headers
+            .get("audit-id")
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .cloned()
+            .unwrap_or_else(|| log.new_id());
+        (id, headers.get(header::USER_AGENT).cloned(), headers.get("x-forwarded-for").cloned())
+    });
+    let received = audit.as_ref().map(|_| std::time::SystemTime::now());
+    let mut seen = Seen::default();
+    let mut response = handle_inner(state, connection, request, is_watch, &mut seen).await;
     tracing::debug!(%method, %uri, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
     state.metrics.observe(&verb, &resource, response.status().as_u16(), started.elapsed());
+    if let (Some(log), Some((audit_id, user_agent, forwarded_for)), Some(received)) =
+        (&state.audit, audit, received)
+    {
+        response.headers_mut().insert("audit-id", audit_id.clone());
+        let created = response.extensions_mut().remove::<audit::CreatedName>().map(|name| name.0);
+        let code = response.status().as_u16();
+        let streaming = is_watch && response.status().is_success();
+        let record = audit::Record {
+            audit_id,
+            stage: if streaming { audit::Stage::ResponseStarted } else { audit::Stage::ResponseComplete },
+            method,
+            uri,
+            is_watch,
+            user: seen.user,
+            peer: connection.peer,
+            forwarded_for,
+            user_agent,
+            created,
+            code,
+            failure: seen.failure,
+            decision: seen.decision,
+            received,
+            at: std::time::SystemTime::now(),
+        };
+        if streaming {
+            // ResponseComplete when the stream ends (its body is dropped).
+            let complete = audit::OnComplete { log: Arc::clone(log), record: record.clone() };
+            response = response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _complete = &complete;
+                    frame
+                })
+                .boxed_unsync()
+            });
+        }
+        log.record(record);
+    }
+    response
+}
+
+/// What `handle_inner` learnt of a request, for its audit event.
+#[derive(Default)]
+struct Seen {
+    /// The authenticated user.
+    user: Option<Arc<crate::auth::UserInfo>>,
+    /// The authorization decision and its reason.
+    decision: Option<(&'static str, String)>,
+    /// The error answered: its Status reason and message.
+    failure: Option<(&'static str, String)>,
+}
+
+fn failed(seen: &mut Seen, error: ApiError, wire: crate::cacher::object::Wire) -> Response<Body> {
+    let response = error.to_response_in(wire);
+    seen.failure = Some((error.reason, error.message));
     response
 }
 
@@ -239,6 +310,7 @@ async fn handle_inner(
     connection: &Connection,
     mut request: Request<Incoming>,
     is_watch: bool,
+    seen: &mut Seen,
 ) -> Response<Body> {
     // Requests on resources are limited; health, version and metrics endpoints are exempt.
     // Watches are long-running and counted apart, each holding its permit until it ends.
@@ -251,22 +323,28 @@ async fn handle_inner(
         (true, false, true) => state.mutating_inflight.as_ref().or(state.inflight.as_ref()),
         (true, false, false) => state.inflight.as_ref(),
     };
+    let error_wire = negotiate::error_wire(request.headers());
     let permit = match limit {
         Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => return ApiError::too_many_requests().to_response(),
+            Err(_) => return failed(seen, ApiError::too_many_requests(), crate::cacher::object::Wire::Json),
         },
         None => None,
     };
-    let error_wire = negotiate::error_wire(request.headers());
     let user = match authenticate(state, connection, &request) {
         Ok(user) => user,
-        Err(error) => return error.to_response_in(error_wire),
+        Err(error) => return failed(seen, error, error_wire),
     };
+    seen.user = Some(Arc::clone(&user));
     // Later handlers (the reviews of who one is) find the user here.
     request.extensions_mut().insert(Arc::clone(&user));
-    if let Err(error) = authorize(state, &user, &request, is_watch) {
-        return error.to_response_in(error_wire);
+    let decision = authorize(state, &user, &request, is_watch);
+    seen.decision = Some(match &decision {
+        Ok(()) => ("allow", String::new()),
+        Err((_, reason)) => ("forbid", reason.clone()),
+    });
+    if let Err((error, _)) = decision {
+        return failed(seen, error, error_wire);
     }
     let result = if is_watch {
         // The watch's permit lives as long as its stream.
@@ -286,7 +364,7 @@ async fn handle_inner(
             Err(_) => Err(ApiError::unavailable("the request did not complete in time")),
         }
     };
-    result.unwrap_or_else(|error| error.to_response_in(error_wire))
+    result.unwrap_or_else(|error| failed(seen, error, error_wire))
 }
 
 /// Who `request` is from: 401 Unauthorized for bad credentials, and for anonymous requests
@@ -312,13 +390,14 @@ fn authenticate(
     }
 }
 
-/// Asks the authorizer about `request` as `user`: 403 Forbidden unless it allows it.
+/// Asks the authorizer about `request` as `user`: 403 Forbidden (and the authorizer's reason)
+/// unless it allows it.
 fn authorize(
     state: &ApiState,
     user: &crate::auth::UserInfo,
     request: &Request<Incoming>,
     is_watch: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), (ApiError, String)> {
     let path = request.uri().path();
     let parsed = request::parse_path(path).filter(|parsed| parsed.plural.is_some());
     // A non-resource request's verb is its lower-case HTTP method, as in kube.
@@ -354,7 +433,7 @@ fn authorize(
     };
     match state.authorizer.authorize(&attributes) {
         crate::auth::Decision::Allow => Ok(()),
-        crate::auth::Decision::Deny(reason) => Err(ApiError::forbidden(&attributes, &reason)),
+        crate::auth::Decision::Deny(reason) => Err((ApiError::forbidden(&attributes, &reason), reason)),
     }
 }
 
@@ -426,14 +505,18 @@ async fn route(state: &ApiState, request: Request<Incoming>) -> Result<Response<
             .map(|document| json_value(&document))
             .ok_or_else(ApiError::no_route);
     }
-    if parsed.namespace.is_none() && parsed.name.is_none() {
-        let review =
-            parsed.plural.as_deref().and_then(|plural| reviews::find(&parsed.group, &parsed.version, plural));
+    if parsed.name.is_none() {
+        let namespaced = parsed.namespace.is_some();
+        let review = parsed
+            .plural
+            .as_deref()
+            .and_then(|plural| reviews::find(&parsed.group, &parsed.version, plural, namespaced));
         if let Some(review) = review {
             let user = reviews::requesting_user(&request);
             let (parts, body) = request.into_parts();
             let body = read_body(&parts.headers, body).await?;
-            return reviews::handle(state, review, &method, &parts.headers, &user, &body);
+            let namespace = parsed.namespace.as_deref();
+            return reviews::handle(state, review, namespace, &method, &parts.headers, &user, &body);
         }
     }
     let target = handlers::Target::resolve(state, &parsed)?;

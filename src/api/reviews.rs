@@ -1,6 +1,7 @@
 //! The review APIs: create-only virtual resources that are evaluated, answered and never
-//! stored (no watch cache, no storage). SubjectAccessReview, SelfSubjectAccessReview and
-//! SelfSubjectRulesReview (authorization.k8s.io/v1: `kubectl auth can-i`, `--list`), and
+//! stored (no watch cache, no storage). SubjectAccessReview, the namespaced
+//! LocalSubjectAccessReview, SelfSubjectAccessReview and SelfSubjectRulesReview
+//! (authorization.k8s.io/v1: `kubectl auth can-i`, `--list`), and
 //! SelfSubjectReview (authentication.k8s.io/v1: `kubectl auth whoami`).
 //!
 //! The requesting user is the authenticated `Arc<UserInfo>` in the request's extensions, or the
@@ -26,34 +27,101 @@ pub struct Review {
     pub plural: &'static str,
     /// Kind.
     pub kind: &'static str,
+    /// Whether it is created in a namespace (LocalSubjectAccessReview).
+    pub namespaced: bool,
 }
 
-/// Every review resource (all `v1`, cluster-scoped, verbs [create]).
+/// Every review resource (all `v1`, verbs [create]).
 pub const REVIEWS: &[Review] = &[
-    Review { group: "authentication.k8s.io", plural: "selfsubjectreviews", kind: "SelfSubjectReview" },
+    Review {
+        group: "authentication.k8s.io",
+        plural: "selfsubjectreviews",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+    },
+    Review {
+        group: "authorization.k8s.io",
+        plural: "localsubjectaccessreviews",
+        kind: "LocalSubjectAccessReview",
+        namespaced: true,
+    },
     Review {
         group: "authorization.k8s.io",
         plural: "selfsubjectaccessreviews",
         kind: "SelfSubjectAccessReview",
+        namespaced: false,
     },
     Review {
         group: "authorization.k8s.io",
         plural: "selfsubjectrulesreviews",
         kind: "SelfSubjectRulesReview",
+        namespaced: false,
     },
-    Review { group: "authorization.k8s.io", plural: "subjectaccessreviews", kind: "SubjectAccessReview" },
+    Review {
+        group: "authorization.k8s.io",
+        plural: "subjectaccessreviews",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+    },
 ];
 
-/// The review at `group`/`version`/`plural`, for a cluster-scoped collection path.
-pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Review> {
-    (version == "v1")
-        .then(|| REVIEWS.iter().find(|review| review.group == group && review.plural == plural))?
+/// The review at `group`/`version`/`plural`, for a collection path in a namespace or not.
+pub fn find(group: &str, version: &str, plural: &str, namespaced: bool) -> Option<&'static Review> {
+    (version == "v1").then(|| {
+        REVIEWS.iter().find(|review| {
+            review.group == group && review.plural == plural && review.namespaced == namespaced
+        })
+    })?
 }
 
-/// Evaluates the review in `body` and answers it.
+/// 422 Invalid for one field of a review, worded as kube-apiserver words it.
+fn invalid(review: &Review, field: &str, value: &Value, why: &str) -> ApiError {
+    let value = match value {
+        Value::String(text) => format!("{text:?}"),
+        Value::Null => "\"\"".to_owned(),
+        other => other.to_string(),
+    };
+    let cause = crate::validation::Cause {
+        reason: "FieldValueInvalid".to_owned(),
+        message: format!("Invalid value: {value}: {why}"),
+        field: field.to_owned(),
+    };
+    let subject =
+        super::status::Subject { group: review.group, plural: review.plural, kind: review.kind, name: "" };
+    let mut error = ApiError::invalid(subject, std::slice::from_ref(&cause));
+    error.message = format!("{}.{} \"\" is invalid: {field}: {}", review.kind, review.group, cause.message);
+    error
+}
+
+/// The subject of a (Local)SubjectAccessReview's spec: 422 unless it names a user or a group.
+fn subject_of(review: &Review, spec: &Value) -> Result<UserInfo, ApiError> {
+    let user_name = spec["user"].as_str().unwrap_or_default();
+    let groups: Vec<String> = strings(&spec["groups"]);
+    if user_name.is_empty() && groups.is_empty() {
+        return Err(invalid(
+            review,
+            "spec.user",
+            &json!(""),
+            "at least one of user or group must be specified",
+        ));
+    }
+    Ok(UserInfo {
+        name: user_name.to_owned(),
+        uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
+        groups,
+        extra: spec["extra"]
+            .as_object()
+            .map(|extra| extra.iter().map(|(key, values)| (key.clone(), strings(values))).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// Evaluates the review in `body` (posted in `namespace`, for a namespaced review) and
+/// answers it.
 pub fn handle(
     state: &ApiState,
     review: &Review,
+    namespace: Option<&str>,
     method: &Method,
     headers: &HeaderMap,
     user: &UserInfo,
@@ -78,26 +146,44 @@ pub fn handle(
     let status = match review.kind {
         "SelfSubjectReview" => json!({"userInfo": user_info(user)}),
         "SubjectAccessReview" => {
+            let subject = subject_of(review, &object["spec"])?;
+            access(state, review, &subject, &object["spec"])?
+        }
+        "LocalSubjectAccessReview" => {
+            let namespace = namespace.unwrap_or_default();
+            if object.get("metadata").is_none_or(|metadata| !metadata.is_object()) {
+                object["metadata"] = json!({});
+            }
+            // As kube's create handler: the object's namespace is the request's.
+            match object["metadata"]["namespace"].as_str().unwrap_or_default() {
+                "" => object["metadata"]["namespace"] = json!(namespace),
+                given if given == namespace => {}
+                _ => return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )),
+            }
             let spec = &object["spec"];
-            let user_name = spec["user"].as_str().unwrap_or_default();
-            let groups: Vec<String> = strings(&spec["groups"]);
-            if user_name.is_empty() && groups.is_empty() {
-                return Err(ApiError::bad_request(
-                    "SubjectAccessReview.authorization.k8s.io is invalid: spec.user: Invalid value: \"\": at least one of user or group must be specified",
+            let subject = subject_of(review, spec)?;
+            if spec["nonResourceAttributes"].is_object() {
+                return Err(invalid(
+                    review,
+                    "spec.nonResourceAttributes",
+                    &spec["nonResourceAttributes"],
+                    "disallowed on this kind of request",
                 ));
             }
-            let subject = UserInfo {
-                name: user_name.to_owned(),
-                uid: spec["uid"].as_str().unwrap_or_default().to_owned(),
-                groups,
-                extra: spec["extra"]
-                    .as_object()
-                    .map(|extra| extra.iter().map(|(key, values)| (key.clone(), strings(values))).collect())
-                    .unwrap_or_default(),
-            };
-            access(state, &subject, spec)?
+            let asked = &spec["resourceAttributes"]["namespace"];
+            if spec["resourceAttributes"].is_object() && asked.as_str().unwrap_or_default() != namespace {
+                return Err(invalid(
+                    review,
+                    "spec.resourceAttributes.namespace",
+                    asked,
+                    "must match metadata.namespace",
+                ));
+            }
+            access(state, review, &subject, spec)?
         }
-        "SelfSubjectAccessReview" => access(state, user, &object["spec"])?,
+        "SelfSubjectAccessReview" => access(state, review, user, &object["spec"])?,
         "SelfSubjectRulesReview" => {
             let namespace = object["spec"]["namespace"].as_str().unwrap_or_default();
             let rules = state.authorizer.rules_for(user, namespace);
@@ -152,7 +238,7 @@ fn user_info(user: &UserInfo) -> Value {
 }
 
 /// The status of a (Self)SubjectAccessReview with `spec`, asked as `user`.
-fn access(state: &ApiState, user: &UserInfo, spec: &Value) -> Result<Value, ApiError> {
+fn access(state: &ApiState, review: &Review, user: &UserInfo, spec: &Value) -> Result<Value, ApiError> {
     let resource = &spec["resourceAttributes"];
     let non_resource = &spec["nonResourceAttributes"];
     let text = |value: &Value, field: &str| value[field].as_str().unwrap_or_default().to_owned();
@@ -160,13 +246,19 @@ fn access(state: &ApiState, user: &UserInfo, spec: &Value) -> Result<Value, ApiE
         (true, false) => (true, resource),
         (false, true) => (false, non_resource),
         (true, true) => {
-            return Err(ApiError::bad_request(
-                "spec.nonResourceAttributes: Invalid value: cannot be specified in combination with resourceAttributes",
+            return Err(invalid(
+                review,
+                "spec.nonResourceAttributes",
+                non_resource,
+                "cannot be specified in combination with resourceAttributes",
             ))
         }
         (false, false) => {
-            return Err(ApiError::bad_request(
-                "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            return Err(invalid(
+                review,
+                "spec.resourceAttributes",
+                &Value::Null,
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
             ))
         }
     };

@@ -83,6 +83,13 @@ impl Authenticator {
         self.service_accounts = Some(tokens);
     }
 
+    /// ServiceAccount tokens are accepted only while the objects they name exist in `objects`.
+    pub fn set_token_objects(&mut self, objects: Arc<dyn TokenObjects>) {
+        if let Some(accounts) = self.service_accounts.as_mut() {
+            accounts.set_objects(objects);
+        }
+    }
+
     /// The ServiceAccount token issuer, when configured.
     pub fn service_accounts(&self) -> Option<&ServiceAccountTokens> {
         self.service_accounts.as_ref()
@@ -184,11 +191,61 @@ pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// ServiceAccount tokens: JWTs as kube-apiserver issues them, verified with the public keys of
 /// `--service-account-key-file` and signed with `--service-account-signing-key-file`.
+///
+/// The public keys are read again when their file changes (see [`crate::tls::Reloading`]).
+/// A token is accepted only while the ServiceAccount it names exists with the token's uid,
+/// and, for a token bound to a Pod or Secret, while that object exists with its uid, as
+/// kube-apiserver's validator checks; these are looked up in the watch cache
+/// ([`TokenObjects`]), never in storage.
 pub struct ServiceAccountTokens {
     issuer: String,
     audiences: Vec<String>,
-    verifying: Vec<(jsonwebtoken::DecodingKey, jsonwebtoken::Algorithm)>,
+    verifying: crate::tls::Reloading<VerifyingKeys>,
     signing: Option<(jsonwebtoken::EncodingKey, jsonwebtoken::Algorithm)>,
+    objects: Option<Arc<dyn TokenObjects>>,
+}
+
+type VerifyingKeys = Vec<(jsonwebtoken::DecodingKey, jsonwebtoken::Algorithm)>;
+
+/// What the token authenticator knows of an object a token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectState {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+}
+
+/// Where ServiceAccount tokens' objects are looked up: the core/v1 `serviceaccounts`, `pods`
+/// and `secrets` as the watch cache has them. Called on the request path: must not block.
+pub trait TokenObjects: Send + Sync {
+    /// The object `namespace/name` of core/v1 `plural`, if it exists.
+    fn lookup(&self, plural: &str, namespace: &str, name: &str) -> Option<ObjectState>;
+}
+
+/// [`TokenObjects`] from the registry's watch caches (their current snapshots).
+pub struct CacheObjects(pub Arc<crate::registry::Registry>);
+
+impl TokenObjects for CacheObjects {
+    fn lookup(&self, plural: &str, namespace: &str, name: &str) -> Option<ObjectState> {
+        #[derive(serde::Deserialize)]
+        struct Object {
+            metadata: Metadata,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Metadata {
+            #[serde(default)]
+            uid: String,
+            #[serde(default)]
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
+        }
+        let resource = self.0.get("", "v1", plural)?;
+        let snapshot = resource.cacher.current_snapshot();
+        let object = snapshot.get(&resource.ty.key(Some(namespace), name))?;
+        let object: Object = serde_json::from_slice(&object.json).ok()?;
+        Some(ObjectState { uid: object.metadata.uid, deleting: object.metadata.deletion_timestamp.is_some() })
+    }
 }
 
 /// The private claims of a ServiceAccount token.
@@ -196,6 +253,21 @@ pub struct ServiceAccountTokens {
 struct KubernetesClaims {
     namespace: String,
     serviceaccount: NamedUid,
+    /// The Pod a bound token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pod: Option<NamedUid>,
+    /// The Secret a bound token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<NamedUid>,
+}
+
+/// The object a token is bound to (TokenRequest's `boundObjectRef`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundObject {
+    /// A Pod: name and uid.
+    Pod(String, String),
+    /// A Secret: name and uid.
+    Secret(String, String),
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -212,6 +284,7 @@ struct Claims {
     exp: u64,
     iat: u64,
     nbf: u64,
+    #[serde(default)]
     jti: String,
     #[serde(rename = "kubernetes.io")]
     kubernetes: KubernetesClaims,
@@ -241,18 +314,11 @@ impl ServiceAccountTokens {
             reason: reason.to_owned(),
         };
         let flag = "--service-account-key-file";
-        let text = std::fs::read_to_string(key_file).map_err(|io| error(flag, key_file, &io.to_string()))?;
-        let mut verifying = Vec::new();
-        for block in pem_blocks(&text) {
-            if let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(block.as_bytes()) {
-                verifying.push((key, jsonwebtoken::Algorithm::RS256));
-            } else if let Ok(key) = jsonwebtoken::DecodingKey::from_ec_pem(block.as_bytes()) {
-                verifying.push((key, jsonwebtoken::Algorithm::ES256));
-            }
-        }
-        if verifying.is_empty() {
-            return Err(error(flag, key_file, "no RSA or EC public key in the file"));
-        }
+        let file = key_file.to_owned();
+        let verifying = crate::tls::Reloading::new(vec![file.clone()], "service account keys", move || {
+            read_verifying_keys(&file)
+        })
+        .map_err(|reason| error(flag, key_file, &reason))?;
         let signing = match signing_key_file {
             None => None,
             Some(path) => {
@@ -269,7 +335,12 @@ impl ServiceAccountTokens {
             }
         };
         let audiences = if audiences.is_empty() { vec![issuer.clone()] } else { audiences };
-        Ok(ServiceAccountTokens { issuer, audiences, verifying, signing })
+        Ok(ServiceAccountTokens { issuer, audiences, verifying, signing, objects: None })
+    }
+
+    /// Tokens are accepted only while the objects they name exist in `objects`.
+    pub fn set_objects(&mut self, objects: Arc<dyn TokenObjects>) {
+        self.objects = Some(objects);
     }
 
     /// The audiences tokens are for when a TokenRequest names none.
@@ -289,6 +360,7 @@ impl ServiceAccountTokens {
         namespace: &str,
         name: &str,
         uid: &str,
+        bound: Option<&BoundObject>,
         audiences: Vec<String>,
         seconds: u64,
     ) -> Option<IssuedToken> {
@@ -305,6 +377,18 @@ impl ServiceAccountTokens {
             kubernetes: KubernetesClaims {
                 namespace: namespace.to_owned(),
                 serviceaccount: NamedUid { name: name.to_owned(), uid: uid.to_owned() },
+                pod: match bound {
+                    Some(BoundObject::Pod(name, uid)) => {
+                        Some(NamedUid { name: name.clone(), uid: uid.clone() })
+                    }
+                    _ => None,
+                },
+                secret: match bound {
+                    Some(BoundObject::Secret(name, uid)) => {
+                        Some(NamedUid { name: name.clone(), uid: uid.clone() })
+                    }
+                    _ => None,
+                },
             },
         };
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(*algorithm), &claims, key).ok()?;
@@ -312,10 +396,12 @@ impl ServiceAccountTokens {
     }
 
     /// The user of a valid token: signature by one of the keys, the issuer, one of the
-    /// audiences, not expired and not before its time.
+    /// audiences, not expired and not before its time; and the ServiceAccount (and the Pod or
+    /// Secret the token is bound to) still there with the token's uid.
     pub fn verify(&self, token: &str) -> Option<UserInfo> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        for (key, algorithm) in &self.verifying {
+        let keys = self.verifying.get();
+        for (key, algorithm) in keys.iter() {
             if *algorithm != header.alg {
                 continue;
             }
@@ -333,6 +419,38 @@ impl ServiceAccountTokens {
             if claims.sub != name || namespace.is_empty() || account.name.is_empty() {
                 return None;
             }
+            if let Some(objects) = &self.objects {
+                let present = |plural: &str, object: &NamedUid| {
+                    let state = objects.lookup(plural, namespace, &object.name);
+                    let present = state.is_some_and(|state| !state.deleting && state.uid == object.uid);
+                    if !present {
+                        // The token's names are not secret; the token is not logged.
+                        tracing::debug!(plural, %namespace, name = %object.name, "token refused: its object is gone");
+                    }
+                    present
+                };
+                if !present("serviceaccounts", account) {
+                    return None;
+                }
+                let bound = [("pods", &claims.kubernetes.pod), ("secrets", &claims.kubernetes.secret)];
+                if !bound
+                    .iter()
+                    .all(|(plural, object)| object.as_ref().is_none_or(|object| present(plural, object)))
+                {
+                    return None;
+                }
+            }
+            let mut extra = BTreeMap::new();
+            if let Some(pod) = &claims.kubernetes.pod {
+                extra.insert("authentication.kubernetes.io/pod-name".to_owned(), vec![pod.name.clone()]);
+                extra.insert("authentication.kubernetes.io/pod-uid".to_owned(), vec![pod.uid.clone()]);
+            }
+            if !claims.jti.is_empty() {
+                extra.insert(
+                    "authentication.kubernetes.io/credential-id".to_owned(),
+                    vec![format!("JTI={}", claims.jti)],
+                );
+            }
             return Some(UserInfo {
                 name,
                 uid: account.uid.clone(),
@@ -340,11 +458,28 @@ impl ServiceAccountTokens {
                     "system:serviceaccounts".to_owned(),
                     format!("system:serviceaccounts:{namespace}"),
                 ],
-                extra: BTreeMap::new(),
+                extra,
             });
         }
         None
     }
+}
+
+/// Every RSA or EC public key in the PEM file at `path` (at least one).
+fn read_verifying_keys(path: &Path) -> Result<VerifyingKeys, String> {
+    let text = std::fs::read_to_string(path).map_err(|io| io.to_string())?;
+    let mut verifying = Vec::new();
+    for block in pem_blocks(&text) {
+        if let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(block.as_bytes()) {
+            verifying.push((key, jsonwebtoken::Algorithm::RS256));
+        } else if let Ok(key) = jsonwebtoken::DecodingKey::from_ec_pem(block.as_bytes()) {
+            verifying.push((key, jsonwebtoken::Algorithm::ES256));
+        }
+    }
+    if verifying.is_empty() {
+        return Err("no RSA or EC public key in the file".to_owned());
+    }
+    Ok(verifying)
 }
 
 /// The PEM blocks of a file, each with its BEGIN and END lines.

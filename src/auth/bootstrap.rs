@@ -2,10 +2,11 @@
 //! startup when absent, as kube-apiserver's `rbac/bootstrap-roles` post-start hook does. An
 //! object that exists is left as it is, so changes made by users survive restarts.
 //!
-//! A faithful subset: cluster-admin, the aggregated admin/edit/view roles and the
-//! `system:aggregate-to-*` roles they aggregate (rules for the core, apps and batch resources
-//! served here), system:basic-user, system:discovery, system:public-info-viewer, and their
-//! ClusterRoleBindings.
+//! A subset of the roles, each as kube has it (rule for rule, as in kube's
+//! `testdata/cluster-roles.yaml`, including rules for groups not served here, such as
+//! `extensions`): cluster-admin, the aggregated admin/edit/view roles and the
+//! `system:aggregate-to-*` roles they aggregate, system:basic-user, system:discovery,
+//! system:public-info-viewer, and their ClusterRoleBindings.
 
 use std::sync::Arc;
 
@@ -114,7 +115,6 @@ pub fn cluster_roles() -> Vec<Value> {
                     &[""],
                     &[
                         "configmaps",
-                        "endpoints",
                         "events",
                         "persistentvolumeclaims",
                         "replicationcontrollers",
@@ -140,8 +140,26 @@ pub fn cluster_roles() -> Vec<Value> {
                         "statefulsets/scale",
                     ],
                 ),
+                rule(&WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
                 rule(&WRITE, &["batch"], &["cronjobs", "jobs"]),
-                rule(&WRITE, &["coordination.k8s.io"], &["leases"]),
+                rule(
+                    &WRITE,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "deployments",
+                        "deployments/rollback",
+                        "deployments/scale",
+                        "ingresses",
+                        "networkpolicies",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicationcontrollers/scale",
+                    ],
+                ),
+                rule(&WRITE, &["policy"], &["poddisruptionbudgets"]),
+                rule(&WRITE, &["networking.k8s.io"], &["ingresses", "networkpolicies"]),
+                rule(&rw, &["coordination.k8s.io"], &["leases"]),
             ],
         ),
         cluster_role(
@@ -181,6 +199,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     ],
                 ),
                 rule(&READ, &[""], &["namespaces"]),
+                rule(&READ, &["discovery.k8s.io"], &["endpointslices"]),
                 rule(
                     &READ,
                     &["apps"],
@@ -199,8 +218,32 @@ pub fn cluster_roles() -> Vec<Value> {
                         "statefulsets/status",
                     ],
                 ),
+                rule(
+                    &READ,
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
+                ),
                 rule(&READ, &["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
-                rule(&READ, &["coordination.k8s.io"], &["leases"]),
+                rule(
+                    &READ,
+                    &["extensions"],
+                    &[
+                        "daemonsets",
+                        "daemonsets/status",
+                        "deployments",
+                        "deployments/scale",
+                        "deployments/status",
+                        "ingresses",
+                        "ingresses/status",
+                        "networkpolicies",
+                        "replicasets",
+                        "replicasets/scale",
+                        "replicasets/status",
+                        "replicationcontrollers/scale",
+                    ],
+                ),
+                rule(&READ, &["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+                rule(&READ, &["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"]),
             ],
         ),
         cluster_role(
@@ -346,5 +389,26 @@ mod tests {
         assert!(!ask(&rbac, &user("e"), "create", "rbac.authorization.k8s.io", "rolebindings", ""));
         assert!(ask(&rbac, &user("a"), "create", "rbac.authorization.k8s.io", "rolebindings", ""));
         assert!(ask(&rbac, &user("a"), "list", "", "pods", ""));
+        // As kube since CVE-2021-25740: edit reads endpoints but does not write them.
+        assert!(ask(&rbac, &user("e"), "list", "", "endpoints", ""));
+        assert!(!ask(&rbac, &user("e"), "create", "", "endpoints", ""));
+        assert!(!ask(&rbac, &user("a"), "update", "", "endpoints", ""));
+        // The groups kube's roles cover beyond core, apps and batch.
+        for (group, resource) in [
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("policy", "poddisruptionbudgets"),
+            ("networking.k8s.io", "ingresses"),
+            ("networking.k8s.io", "networkpolicies"),
+            ("extensions", "deployments"),
+        ] {
+            assert!(ask(&rbac, &user("v"), "list", group, resource, ""), "view lists {group}/{resource}");
+            assert!(ask(&rbac, &user("e"), "create", group, resource, ""), "edit creates {group}/{resource}");
+        }
+        assert!(ask(&rbac, &user("v"), "watch", "discovery.k8s.io", "endpointslices", ""));
+        assert!(!ask(&rbac, &user("e"), "create", "discovery.k8s.io", "endpointslices", ""));
+        // Leases: edit reads and writes them; view does not see them.
+        assert!(ask(&rbac, &user("e"), "get", "coordination.k8s.io", "leases", ""));
+        assert!(ask(&rbac, &user("e"), "update", "coordination.k8s.io", "leases", ""));
+        assert!(!ask(&rbac, &user("v"), "get", "coordination.k8s.io", "leases", ""));
     }
 }

@@ -198,7 +198,7 @@ impl ServerProcess {
         stdout.read_line(&mut startup_line).unwrap();
         assert!(!startup_line.is_empty(), "watchcache exited before its startup line: {:?}", child.wait());
         let address = startup_line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in startup line {startup_line:?}"))
