@@ -856,6 +856,44 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_trusted_progress_an_idle_resource_catches_up_from_the_past_by_its_state() {
+        let inner = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        let mut revisions = Vec::new();
+        for index in 0..20 {
+            let kv = inner
+                .create(&format!("/things/ns/t{index:02}"), thing(&format!("t{index:02}")))
+                .await
+                .unwrap();
+            revisions.push(kv.mod_revision);
+        }
+        inner.delete("/things/ns/t19", None).await.unwrap();
+        // Later writes elsewhere: the things are idle at storage's current revision, and no
+        // event of theirs can tell the replay it has reached it.
+        for index in 0..5 {
+            inner.create(&format!("/others/ns/o{index}"), thing("o")).await.unwrap();
+        }
+        let current = inner.current_revision().await.unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(Overtaking(inner));
+        let cacher = Cacher::start(Arc::clone(&storage), things(), CacheConfig::default());
+        assert!(cacher.wait_ready(Duration::from_secs(10)).await);
+        assert_eq!(cacher.stats().relists.catch_up_stalled, 0, "the catch-up stalled and relisted");
+        assert!(cacher.stats().revision >= current);
+        // The ring holds the history: a client resumes from an early revision and gets the
+        // 10 creates and the delete after it, without 410.
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(revisions[9]), false).await.unwrap();
+        let mut lines = 0;
+        while lines < 11 {
+            let item = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+            let Some(WatchItem::Lines(batch)) = item else { panic!("the watch ended: {item:?}") };
+            lines += batch.len();
+        }
+        assert_eq!(lines, 11);
+        let listed = names(&cacher, ReadVersion::Any).await.unwrap();
+        assert_eq!(listed.len(), 19);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_first_list_in_the_past_is_never_served_before_it_has_caught_up() {
         let inner = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
         let count = 3_000;
