@@ -1,6 +1,7 @@
 //! etcd faults through the real binary on a real three-member etcd cluster, with writers and
 //! informer-like watchers over HTTP: a member killed and restarted, a member frozen (SIGSTOP)
-//! and resumed, the leader killed, and compaction under load with watchers that fall behind.
+//! and resumed, the leader killed, and compaction under load with watchers that fall behind
+//! and a frozen member that sends the reflectors back to a compacted revision.
 //!
 //! In each: no acknowledged write is lost (the final consistent list holds every key's last
 //! acknowledged state), every watcher either continues or gets 410 and relists, none misses an
@@ -120,7 +121,15 @@ async fn run(fault: Fault) {
             cluster.thaw(victim);
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
-        Fault::Compaction => tokio::time::sleep(Duration::from_secs(12)).await,
+        Fault::Compaction => {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            // The member the reflectors watch freezes for longer than a compaction interval:
+            // when their watches fail over, the revision they re-watch from is compacted.
+            cluster.freeze(victim);
+            tokio::time::sleep(Duration::from_secs(18)).await;
+            cluster.thaw(victim);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
     }
 
     stop.store(true, Ordering::Relaxed);
@@ -176,6 +185,10 @@ async fn run(fault: Fault) {
             // The watchers that stayed away came back past the ring's history, got 410 and
             // relisted.
             assert!(verdict.gone >= 1 && verdict.relists >= 1, "no watcher fell behind: {verdict:?}");
+            // The reflector came back to a compacted revision and relisted, saying why.
+            assert!(logged.contains("relisting at the current revision"), "no relist log line:\n{logged}");
+            let compacted = r#"resource="configmaps",cause="compacted""#;
+            assert!(metric(&metrics, "watchcache_relists_total", compacted) >= 1.0, "{metrics}");
         }
     }
     drop(server);
