@@ -31,8 +31,22 @@ fn start_replica(listen: &str, endpoints: &str) -> ServerProcess {
     server
 }
 
+/// 1,000 watch connections need more than a default soft limit of 1,024 descriptors: raise it
+/// to the hard limit (the replicas inherit it).
+fn raise_nofile() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
 #[test]
 fn three_replicas_on_one_etcd_agree_and_a_restart_causes_no_relists() {
+    raise_nofile();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(run());
 }
