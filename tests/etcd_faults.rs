@@ -213,3 +213,76 @@ fn the_leader_killed_under_load_loses_nothing() {
 fn compaction_under_load_sends_lagging_watchers_to_relist_without_a_silent_gap() {
     scenario(Fault::Compaction);
 }
+
+/// Every member down, then back: the server says it is not ready, writes fail with a 5xx Status
+/// within a bound (not a hang), cached reads go on from the cache, consistent reads fail, and
+/// it recovers by itself once etcd is back.
+#[test]
+fn every_member_down_then_back_fails_clearly_and_recovers_by_itself() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut cluster = EtcdCluster::start(3);
+        let endpoints = format!("--etcd-endpoints={}", cluster.client_urls().join(","));
+        let server = ServerProcess::start(&[endpoints.as_str()]);
+        server.wait_ready(Duration::from_secs(30));
+        let address = server.address.clone();
+        let client = workload::client();
+        let base = format!("http://{address}/api/v1/namespaces/default/configmaps");
+        let configmap = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        let (status, _) = workload::request(&client, "POST", &base, "application/json", Some(&configmap("before")), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+
+        for index in 0..3 {
+            cluster.kill(index);
+        }
+        // Not ready, within a bound.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, _) = common::http_get(&address, "/readyz");
+            if status != 200 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "still ready 60 s after every etcd member died");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A write fails with a 5xx Status, bounded by the client's 60 s.
+        let (status, body) = workload::request(&client, "POST", &base, "application/json", Some(&configmap("during")), Duration::from_secs(60))
+            .await
+            .expect("a write with etcd down hung for 60 s");
+        assert!(status == 503 || status == 504 || status == 500, "{status} {}", String::from_utf8_lossy(&body));
+        let status_body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status_body["kind"], "Status");
+        // The cache still serves resourceVersion=0 reads.
+        let (status, body) = workload::request(&client, "GET", &format!("{base}?resourceVersion=0"), "application/json", None, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(String::from_utf8_lossy(&body).contains("\"before\""));
+        // A consistent read fails (bounded) rather than serving something older.
+        let (status, _) = workload::request(&client, "GET", &base, "application/json", None, Duration::from_secs(60))
+            .await
+            .expect("a consistent read with etcd down hung for 60 s");
+        assert!(status >= 500, "a consistent read with etcd down answered {status}");
+
+        for index in 0..3 {
+            cluster.restart_without_waiting(index);
+        }
+        tokio::task::block_in_place(|| cluster.wait_running());
+        // Recovers by itself: ready again, and writes and consistent reads work.
+        tokio::task::block_in_place(|| server.wait_ready(Duration::from_secs(60)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = workload::request(&client, "POST", &base, "application/json", Some(&configmap("after")), Duration::from_secs(20)).await;
+            if matches!(answer, Ok((201, _))) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "writes did not recover: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (listed, _) = workload::consistent_list(&client, &address, "default").await;
+        assert!(listed.contains_key("before") && listed.contains_key("after"), "{listed:?}");
+    });
+}

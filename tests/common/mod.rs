@@ -156,6 +156,20 @@ impl EtcdCluster {
         self.wait_ready();
     }
 
+    /// Starts member `index` again on its data directory without waiting for it: a member
+    /// that needs its peers for a quorum (every member down) comes up only with them. Then
+    /// [`Self::wait_running`].
+    pub fn restart_without_waiting(&mut self, index: usize) {
+        assert!(self.members[index].child.is_none(), "member {index} is still running");
+        let member = &mut self.members[index];
+        member.child = Some(spawn_member(&etcd_binary(), &member.args, &member.log));
+    }
+
+    /// Waits until every running member accepts client connections.
+    pub fn wait_running(&mut self) {
+        self.wait_ready();
+    }
+
     /// Whether member `index` is running (not killed; a frozen member is running).
     pub fn is_running(&self, index: usize) -> bool {
         self.members[index].child.is_some()
