@@ -171,6 +171,13 @@ impl Collector for CacheCollector {
             ConstGauge::new(if resource.cacher.is_ready() { 1.0 } else { 0.0 })
                 .encode(family.encode_family(&labels)?)?;
         }
+        let switches = crate::storage::etcd::ENDPOINT_SWITCHES.load(std::sync::atomic::Ordering::Relaxed);
+        ConstCounter::new(switches).encode(encoder.encode_descriptor(
+            "watchcache_etcd_endpoint_switches",
+            "Times requests moved to another etcd endpoint after the preferred one failed",
+            None,
+            MetricType::Counter,
+        )?)?;
         let revision = self.storage_revision.load(std::sync::atomic::Ordering::Relaxed);
         let gauge = ConstGauge::new(revision as f64);
         gauge.encode(encoder.encode_descriptor(

@@ -2,10 +2,10 @@
 //! the store and the dispatcher of its cacher.
 //!
 //! 1. **List** the resource's prefix (in pages, at one revision). The first list starts a little
-//!    in the past when storage still has that history (`CacheConfig::history_revisions`) and its
-//!    progress notifications can be trusted, so that the ring refills with recent events and
-//!    clients that reconnect after a restart with a recent resourceVersion resume instead of
-//!    relisting; if that list fails (compacted, or any other error), list now. Every later list
+//!    in the past when storage still has that history (`CacheConfig::history_revisions`), so
+//!    that the ring refills with recent events and clients that reconnect after a restart with
+//!    a recent resourceVersion resume instead of relisting; if that list fails (compacted, or
+//!    any other error), list now. Every later list
 //!    (a *relist*) is at storage's current revision: a relist never publishes a revision older
 //!    than one already served.
 //! 2. **Replace** the store atomically (readers see the old state or the new one), restart the
@@ -23,7 +23,14 @@
 //! The cache is *ready* (`CacherShared::ready`, which reads and watches wait for) once it has
 //! reached the revision storage had when the first list began: at once for a list at the current
 //! revision; for a list in the past, once the replayed events or a progress notification reach
-//! it. Until then nothing is served from the cache, so the past state is never visible. A
+//! it. With a storage whose progress notifications are not trusted (etcd before the etcd#15220
+//! fix), an idle resource gets none it may use: the reflector also lists the keys and their
+//! revisions at that target revision, and the catch-up is done once the replayed state is that
+//! one, checked a catch-up period after the last batch. etcd replays history in revision order,
+//! so the state can only match early if the only writes left to replay create and delete the
+//! same keys (objects never visible in any list); such an event arriving later is behind the
+//! cache's revision and makes the reflector relist, as any event behind a progress
+//! notification does. Until then nothing is served from the cache, so the past state is never visible. A
 //! catch-up that stops moving for [`CATCH_UP_STALL`] gives up and lists at the current revision.
 //! Once ready, a cache stays ready: a relist keeps serving the previous, complete state until the
 //! new one replaces it whole.
@@ -101,6 +108,10 @@ struct CatchUp {
     target: Revision,
     /// When the catch-up last moved.
     moved: Instant,
+    /// With a storage whose progress notifications are not trusted: every (key, revision) a
+    /// list at `target` held, in key order. An idle resource cannot learn from an event that it
+    /// has reached `target`; it has once its replayed state is this one (see `run`'s docs).
+    state_at_target: Option<Vec<(String, Revision)>>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -208,12 +219,19 @@ impl Reflector {
         let current = self.storage.current_revision().await?;
         // Revision 1 is an empty store: the history of every write is there until compacted.
         let past = current.saturating_sub(self.config.history_revisions).max(1);
-        // Only trusted progress notifications can tell an idle resource that it has caught up.
-        if from == ListFrom::Past && past < current && self.storage.progress_notify_reliable() {
+        if from == ListFrom::Past && past < current {
+            // An idle resource learns that it has caught up from a trusted progress
+            // notification, or else by finding the state a list at `current` shows.
+            let state_at_target = if self.storage.progress_notify_reliable() {
+                None
+            } else {
+                Some(self.list_keys_at(&prefix, current).await?)
+            };
             match self.list_at(&prefix, past).await {
                 Ok(objects) => {
                     self.replace(objects, past, false);
-                    return Ok((past, Some(CatchUp { target: current, moved: Instant::now() })));
+                    let catch_up = CatchUp { target: current, moved: Instant::now(), state_at_target };
+                    return Ok((past, Some(catch_up)));
                 }
                 Err(error) => tracing::info!(
                     resource = %self.shared.resource.prefix, %error, past,
@@ -224,6 +242,58 @@ impl Reflector {
         let objects = self.list_at(&prefix, current).await?;
         self.replace(objects, current, true);
         Ok((current, None))
+    }
+
+    /// Every (key, revision) under `prefix` at `revision`, in key order.
+    async fn list_keys_at(
+        &self,
+        prefix: &str,
+        revision: Revision,
+    ) -> Result<Vec<(String, Revision)>, StorageError> {
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let options = ListOptions {
+                revision: Some(revision),
+                limit: Some(self.config.list_page_size),
+                continue_after: after.take(),
+            };
+            let page = self.storage.list(prefix, options).await?;
+            keys.extend(page.items.iter().map(|kv| (kv.key.clone(), kv.mod_revision)));
+            if !page.more {
+                return Ok(keys);
+            }
+            after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
+    /// With untrusted progress notifications: whether the replayed state is the state at the
+    /// catch-up's target, and if so, moves the cache to the target and marks it ready.
+    fn check_caught_up_by_state(&mut self, revision: &mut Revision, catch_up: &mut Option<CatchUp>) {
+        let Some(pending) = catch_up else { return };
+        let Some(expected) = &pending.state_at_target else { return };
+        let snapshot = self.shared.store.current();
+        let same = snapshot.objects.len() == expected.len()
+            && snapshot
+                .objects
+                .iter()
+                .zip(expected)
+                .all(|((key, object), (want, at))| &**key == want.as_str() && object.revision == *at);
+        if !same {
+            return;
+        }
+        let target = pending.target;
+        tracing::info!(
+            resource = %self.shared.resource.prefix, target,
+            "caught up from the past: the replayed state is storage's at the target revision"
+        );
+        *catch_up = None;
+        *revision = target;
+        self.ring.advance(target);
+        self.store.advance(target);
+        self.store.publish();
+        self.publish_revision(target);
+        self.mark_synced();
     }
 
     async fn list_at(
@@ -319,7 +389,9 @@ impl Reflector {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut catch_up_check = tokio::time::interval(CATCH_UP_CHECK);
+        // The first check one period in, not at once (see the catch-up check below).
+        let mut catch_up_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + CATCH_UP_CHECK, CATCH_UP_CHECK);
         catch_up_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The one timer of delayed wake-ups (see `dispatcher`, *Coalescing*).
         let flush_timer = tokio::time::sleep(Duration::ZERO);
@@ -410,6 +482,12 @@ impl Reflector {
                 },
                 () = self.shared.progress_requests.notified() => watch.request_progress(),
                 _ = catch_up_check.tick(), if catch_up.is_some() => {
+                    // Checked a tick after the last batch, not at once, so that etcd has sent
+                    // the rest of a history it sends in several responses.
+                    self.check_caught_up_by_state(revision, catch_up);
+                    if catch_up.is_none() {
+                        continue;
+                    }
                     if catch_up.as_ref().is_some_and(|pending| pending.moved.elapsed() >= CATCH_UP_STALL) {
                         return WatchEnd::Relist(RelistCause::CatchUpStalled);
                     }
@@ -775,6 +853,44 @@ mod tests {
         let third = storage.create("/things/ns/t3", thing("t3")).await.unwrap();
         let seen = names(&cacher, ReadVersion::NotOlderThan(third.mod_revision)).await.unwrap();
         assert_eq!(seen, ["/things/ns/t1", "/things/ns/t2", "/things/ns/t3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_trusted_progress_an_idle_resource_catches_up_from_the_past_by_its_state() {
+        let inner = EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap();
+        let mut revisions = Vec::new();
+        for index in 0..20 {
+            let kv = inner
+                .create(&format!("/things/ns/t{index:02}"), thing(&format!("t{index:02}")))
+                .await
+                .unwrap();
+            revisions.push(kv.mod_revision);
+        }
+        inner.delete("/things/ns/t19", None).await.unwrap();
+        // Later writes elsewhere: the things are idle at storage's current revision, and no
+        // event of theirs can tell the replay it has reached it.
+        for index in 0..5 {
+            inner.create(&format!("/others/ns/o{index}"), thing("o")).await.unwrap();
+        }
+        let current = inner.current_revision().await.unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(Overtaking(inner));
+        let cacher = Cacher::start(Arc::clone(&storage), things(), CacheConfig::default());
+        assert!(cacher.wait_ready(Duration::from_secs(10)).await);
+        assert_eq!(cacher.stats().relists.catch_up_stalled, 0, "the catch-up stalled and relisted");
+        assert!(cacher.stats().revision >= current);
+        // The ring holds the history: a client resumes from an early revision and gets the
+        // 10 creates and the delete after it, without 410.
+        let mut watch =
+            cacher.watch(WatchFilter::everything(), WatchStart::After(revisions[9]), false).await.unwrap();
+        let mut lines = 0;
+        while lines < 11 {
+            let item = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+            let Some(WatchItem::Lines(batch)) = item else { panic!("the watch ended: {item:?}") };
+            lines += batch.len();
+        }
+        assert_eq!(lines, 11);
+        let listed = names(&cacher, ReadVersion::Any).await.unwrap();
+        assert_eq!(listed.len(), 19);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

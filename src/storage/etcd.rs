@@ -56,6 +56,11 @@ use super::{
     KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError, WatchMessage, WatchStream,
 };
 
+/// How many times, in this process, requests moved to another etcd endpoint after the
+/// preferred one failed or timed out (`watchcache_etcd_endpoint_switches` in `/metrics`).
+/// Relaxed: a statistic, read on its own.
+pub static ENDPOINT_SWITCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Settings of the etcd backend.
 #[derive(Clone, Debug)]
 pub struct EtcdOptions {
@@ -276,8 +281,10 @@ impl EtcdStorage {
             match tokio::time::timeout(self.request_timeout, request(client)).await {
                 Ok(Ok(answer)) => {
                     if attempt > 0 {
-                        tracing::info!(endpoint = %url, "etcd endpoint now preferred");
+                        let from = &self.endpoints[first].url;
+                        tracing::warn!(endpoint = %url, %from, "etcd endpoint changed: requests now go to this one");
                         self.preferred.store(index, Ordering::Relaxed);
+                        ENDPOINT_SWITCHES.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok((answer, resent));
                 }

@@ -23,9 +23,17 @@ struct Member {
     child: Option<Child>,
     client_url: String,
     log: PathBuf,
+    /// The command line that started the member, to restart it on the same data directory.
+    args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// Starts one etcd member with `args`, its standard error appended to `log`.
+fn spawn_member(binary: &std::path::Path, args: &[String], log: &std::path::Path) -> Child {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(binary).args(args).stdout(Stdio::null()).stderr(log_file).spawn().expect("etcd starts")
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -57,24 +65,21 @@ impl EtcdCluster {
         let mut members = Vec::new();
         for i in 0..size {
             let log = dir.path().join(format!("{}.log", names[i]));
-            let log_file = std::fs::File::create(&log).unwrap();
-            let child = Command::new(&binary)
-                .arg(format!("--name={}", names[i]))
-                .arg(format!("--data-dir={}", dir.path().join(&names[i]).display()))
-                .arg(format!("--listen-client-urls={}", client_urls[i]))
-                .arg(format!("--advertise-client-urls={}", client_urls[i]))
-                .arg(format!("--listen-peer-urls={}", peer_urls[i]))
-                .arg(format!("--initial-advertise-peer-urls={}", peer_urls[i]))
-                .arg(format!("--initial-cluster={}", initial_cluster.join(",")))
-                .arg("--initial-cluster-state=new")
+            let args = vec![
+                format!("--name={}", names[i]),
+                format!("--data-dir={}", dir.path().join(&names[i]).display()),
+                format!("--listen-client-urls={}", client_urls[i]),
+                format!("--advertise-client-urls={}", client_urls[i]),
+                format!("--listen-peer-urls={}", peer_urls[i]),
+                format!("--initial-advertise-peer-urls={}", peer_urls[i]),
+                format!("--initial-cluster={}", initial_cluster.join(",")),
+                "--initial-cluster-state=new".to_owned(),
                 // Room for a 1.5 MiB value plus the request around it.
-                .arg("--max-request-bytes=2097152")
-                .arg("--log-level=warn")
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .expect("etcd starts");
-            members.push(Member { child: Some(child), client_url: client_urls[i].clone(), log });
+                "--max-request-bytes=2097152".to_owned(),
+                "--log-level=warn".to_owned(),
+            ];
+            let child = spawn_member(&binary, &args, &log);
+            members.push(Member { child: Some(child), client_url: client_urls[i].clone(), log, args });
         }
         let mut cluster = EtcdCluster { members, dir };
         cluster.wait_ready();
@@ -123,6 +128,96 @@ impl EtcdCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes member `index` (SIGSTOP): it keeps its sockets open and answers nothing, as a
+    /// stalled machine or a full pause of the process would.
+    pub fn freeze(&mut self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// Resumes a member frozen by [`Self::freeze`] (SIGCONT).
+    pub fn thaw(&mut self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let child = self.members[index].child.as_ref().expect("the member is running");
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Restarts member `index`, killed by [`Self::kill`], on its own data directory, and waits
+    /// until it accepts client connections.
+    pub fn restart(&mut self, index: usize) {
+        assert!(self.members[index].child.is_none(), "member {index} is still running");
+        let member = &mut self.members[index];
+        member.child = Some(spawn_member(&etcd_binary(), &member.args, &member.log));
+        self.wait_ready();
+    }
+
+    /// Starts member `index` again on its data directory without waiting for it: a member
+    /// that needs its peers for a quorum (every member down) comes up only with them. Then
+    /// [`Self::wait_running`].
+    pub fn restart_without_waiting(&mut self, index: usize) {
+        assert!(self.members[index].child.is_none(), "member {index} is still running");
+        let member = &mut self.members[index];
+        member.child = Some(spawn_member(&etcd_binary(), &member.args, &member.log));
+    }
+
+    /// Waits until every running member accepts client connections.
+    pub fn wait_running(&mut self) {
+        self.wait_ready();
+    }
+
+    /// Whether member `index` is running (not killed; a frozen member is running).
+    pub fn is_running(&self, index: usize) -> bool {
+        self.members[index].child.is_some()
+    }
+
+    /// The index of the current leader, asking each running member until one names a leader
+    /// that it knows (at most `timeout`, while an election goes on).
+    pub async fn leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (index, member) in self.members.iter().enumerate() {
+                if member.child.is_none() {
+                    continue;
+                }
+                let Ok(Ok(mut client)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    etcd_client::Client::connect([member.client_url.as_str()], None),
+                )
+                .await
+                else {
+                    continue;
+                };
+                let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), client.status()).await
+                else {
+                    continue;
+                };
+                let leader = status.leader();
+                if leader == 0 {
+                    continue;
+                }
+                if status.header().map(|header| header.member_id()) == Some(leader) {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A member that is running and not the leader.
+    pub async fn follower(&self, timeout: Duration) -> usize {
+        let leader = self.leader(timeout).await;
+        (0..self.members.len()).find(|&index| index != leader && self.is_running(index)).expect("a follower")
+    }
+
+    /// The standard error of member `index` so far.
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.members[index].log).unwrap_or_default()
     }
 
     /// A storage on this cluster under `prefix`, with every member as an endpoint.
@@ -184,13 +279,29 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `watchcache serve --listen 127.0.0.1:0 ARGS...` and waits for its startup line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        ServerProcess::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts `watchcache serve --listen LISTEN ARGS...` and waits for its startup line: a
+    /// restart on the address clients already know.
+    pub fn start_on(listen: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn(listen, args, Stdio::inherit())
+    }
+
+    /// [`Self::start_on`] with standard error (the log) appended to the file `log`.
+    pub fn start_logged(listen: &str, args: &[&str], log: &std::path::Path) -> ServerProcess {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        ServerProcess::spawn(listen, args, Stdio::from(file))
+    }
+
+    fn spawn(listen: &str, args: &[&str], stderr: Stdio) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_watchcache"))
             .arg("serve")
-            .arg("--listen=127.0.0.1:0")
+            .arg(format!("--listen={listen}"))
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("watchcache starts");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
