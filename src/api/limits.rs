@@ -123,6 +123,40 @@ impl Drop for RequestGuard {
     }
 }
 
+/// A response body that holds its request's [`RequestGuard`] until it is dropped; its size and
+/// end are the inner body's, so a body of known length keeps its Content-Length.
+pub struct Guarded<B> {
+    body: B,
+    _guard: RequestGuard,
+}
+
+impl<B> Guarded<B> {
+    /// `body`, holding `guard`.
+    pub fn new(body: B, guard: RequestGuard) -> Guarded<B> {
+        Guarded { body, _guard: guard }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Which timer a stream runs while idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -211,13 +211,7 @@ fn service(
         // whole request path's state machine (~5 KB) after its request completed.
         async move {
             let response = Box::pin(handle(&state, &connection, request)).await;
-            Ok::<_, Infallible>(response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _held = &guard;
-                    frame
-                })
-                .boxed_unsync()
-            }))
+            Ok::<_, Infallible>(response.map(|body| limits::Guarded::new(body, guard).boxed_unsync()))
         }
     })
 }
