@@ -640,7 +640,7 @@ pub async fn list(
                     "specifying resource version is not allowed when using continue",
                 ));
             }
-            if !token.after.starts_with(&prefix) {
+            if !token.within(&prefix) {
                 return Err(ApiError::bad_request("continue key is not valid for this list"));
             }
             Some((token.revision, token.after.clone()))
