@@ -244,7 +244,7 @@ fn bodies_past_three_mib_get_413_declared_or_chunked() {
 }
 
 #[test]
-fn json_nested_too_deep_is_a_bad_request() {
+fn json_nested_too_deep_or_of_the_wrong_shape_is_a_client_error() {
     let (server, _dir) = server(&[]);
     let address = &server.address;
     let depth = 100_000;
@@ -265,6 +265,18 @@ fn json_nested_too_deep_is_a_bad_request() {
     let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(reply["reason"], "BadRequest");
     assert!(reply["message"].as_str().unwrap().contains("recursion limit"), "{reply}");
+    // A namespace whose labels are not an object: a client error, not a dropped connection.
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"odd","labels":5}}"#;
+    let mut stream = connect(address);
+    write!(
+        stream,
+        "POST /api/v1/namespaces HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (status, _, reply) = read_response(&mut stream);
+    assert!((400..500).contains(&status), "{status} {reply}");
+    assert!(reply.contains(r#""kind":"Status""#), "{reply}");
     assert_eq!(common::http_get(address, "/version").0, 200);
 }
 
