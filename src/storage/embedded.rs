@@ -104,7 +104,7 @@ impl EmbeddedStorage {
         let path: PathBuf = dir.join("watchcache.redb");
         let db = Database::create(&path)
             .map_err(|error| StorageError::Internal(format!("cannot open {}: {error}", path.display())))?;
-        Self::start(db, options, format!("embedded redb at {}", dir.display()))
+        Self::start(db, options, format!("embedded redb at {}", dir.display()), Durability::Immediate)
     }
 
     /// Opens an empty store that lives in memory only.
@@ -112,10 +112,28 @@ impl EmbeddedStorage {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(internal)?;
-        Self::start(db, options, "in-memory".to_owned())
+        Self::start(db, options, "in-memory".to_owned(), Durability::Immediate)
     }
 
-    fn start(db: Database, options: EmbeddedOptions, description: String) -> Result<Self> {
+    /// For tests and fuzzing only, never a server: [`EmbeddedStorage::in_memory`] with redb's
+    /// non-durable commits ([`Durability::None`]). They skip the work that makes a commit
+    /// survive a crash, which a store in memory cannot anyway, so writes are several times
+    /// cheaper; but redb may hold the pages they free until a durable commit, so memory can grow
+    /// with every write: keep such a store short-lived. Every other behaviour is the same.
+    #[doc(hidden)]
+    pub fn in_memory_volatile(options: EmbeddedOptions) -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(internal)?;
+        Self::start(db, options, "in-memory (volatile)".to_owned(), Durability::None)
+    }
+
+    fn start(
+        db: Database,
+        options: EmbeddedOptions,
+        description: String,
+        durability: Durability,
+    ) -> Result<Self> {
         let db = Arc::new(db);
         let revision = initialize(&db)?;
         let revision = Arc::new(watch::Sender::new(revision));
@@ -125,7 +143,7 @@ impl EmbeddedStorage {
             let revision = Arc::clone(&revision);
             std::thread::Builder::new()
                 .name("embedded-writer".into())
-                .spawn(move || run_writer(&db, &revision, &receiver, options.history_revisions))
+                .spawn(move || run_writer(&db, &revision, &receiver, options.history_revisions, durability))
                 .map_err(|error| StorageError::Internal(format!("cannot start writer: {error}")))?
         };
         Ok(EmbeddedStorage {
@@ -556,6 +574,7 @@ fn run_writer(
     published: &watch::Sender<Revision>,
     requests: &cb::Receiver<WriteRequest>,
     history_revisions: u64,
+    durability: Durability,
 ) {
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
@@ -566,7 +585,7 @@ fn run_writer(
             }
         }
         let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
-        match apply_batch(db, &ops, history_revisions) {
+        match apply_batch(db, &ops, history_revisions, durability) {
             Ok((revision, outcomes)) => {
                 published.send_if_modified(|published| {
                     let changed = *published != revision;
@@ -592,9 +611,11 @@ fn apply_batch(
     db: &Database,
     ops: &[&WriteOp],
     history_revisions: u64,
+    durability: Durability,
 ) -> Result<(Revision, Vec<Result<WriteOutcome>>)> {
     let mut txn = db.begin_write().map_err(internal)?;
-    txn.set_durability(Durability::Immediate).map_err(internal)?;
+    // Immediate (fsync) for every store a server opens; None only for `in_memory_volatile`.
+    txn.set_durability(durability).map_err(internal)?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let revision;
     {
