@@ -241,8 +241,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         }
         if !idle {
             this.timer = None;
-            *this.activity.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-                Some(cx.waker().clone());
+            {
+                let mut reader = this.activity.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !reader.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                    *reader = Some(cx.waker().clone());
+                }
+            }
             // A request may have ended between the load above and storing the waker: look again.
             if this.activity.active.load(Ordering::Relaxed) != 0 {
                 return Poll::Pending;
