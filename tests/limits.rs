@@ -1,7 +1,8 @@
 //! Size limits and connection timeouts, as kube-apiserver applies them, against the real binary
 //! over raw TCP: 431 past 1 MiB of headers, 414 for an over-long URL, 413 past 3 MiB of body
 //! (declared, or chunked without a declared length), 400 for JSON nested too deep, idle
-//! keep-alive connections closed, slow headers cut off, and watches untouched by either timeout.
+//! keep-alive connections closed (HTTP/1.1 and HTTP/2), slow headers cut off, and watches
+//! untouched by either timeout.
 
 mod common;
 
@@ -347,4 +348,40 @@ fn headers_sent_slower_than_the_header_timeout_are_cut_off() {
     sender.join().unwrap();
     // A client that sends its head at once is served.
     assert_eq!(common::http_get(&address, "/version").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_close_and_their_watches_outlive_the_idle_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    let (server, _dir) = server(&["--idle-connection-timeout=1s"]);
+    let stream = tokio::net::TcpStream::connect(&server.address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let get = |path: &str| {
+        http::Request::get(format!("http://{}{path}", server.address))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = sender.send_request(get("/version")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    // A watch that sees nothing for three idle timeouts keeps the connection open and ends at
+    // its own timeout, with the stream's end.
+    let response = sender.send_request(get(&format!("{CM}?watch=true&timeoutSeconds=3"))).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // (Were the connection closed under it, reading the body would fail.)
+    let events = response.into_body().collect().await.expect("the watch ends cleanly").to_bytes();
+    assert!(events.is_empty(), "{events:?}");
+    // Then, with nothing in progress, the server closes the connection (at the TCP level, without
+    // a GOAWAY first: the client sees a closed connection).
+    // hyper's client reports that as a connection error (a broken pipe): either way it ended.
+    let ended = tokio::time::timeout(Duration::from_secs(20), &mut connection)
+        .await
+        .expect("the idle connection is still open after 20 s");
+    ended.expect("the connection task does not panic").ok();
 }
