@@ -120,6 +120,17 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1800", value_name = "DURATION", value_parser = parse_positive_duration)]
     pub min_request_timeout: Duration,
 
+    /// A connection with no request in progress (an open watch is one in progress) is closed
+    /// after this long; kube-apiserver's fixed IdleTimeout is 90 s.
+    #[arg(long, default_value = "90s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub idle_connection_timeout: Duration,
+
+    /// An HTTP/1.1 connection whose request headers have not all arrived this long after their
+    /// first byte is closed (slow clients cannot hold connections); kube-apiserver's fixed
+    /// ReadHeaderTimeout is 32 s.
+    #[arg(long, default_value = "32s", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub request_header_timeout: Duration,
+
     /// How requests are authorized: AlwaysAllow, or RBAC (kube's roles and bindings, served
     /// under rbac.authorization.k8s.io/v1). Default: RBAC once an authenticator is configured,
     /// AlwaysAllow otherwise.

@@ -164,7 +164,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         println!("kubeconfig written to {}", path.display());
     }
     let config = security.tls.map(|tls| Arc::new(tls.config));
-    api::serve(listener, state, config, shutdown_signal()).await;
+    let limits = api::limits::ConnectionLimits {
+        idle_timeout: args.idle_connection_timeout,
+        header_timeout: args.request_header_timeout,
+    };
+    api::serve(listener, state, config, limits, shutdown_signal()).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

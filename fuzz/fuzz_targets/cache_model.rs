@@ -9,9 +9,9 @@
 //! crash.
 #![no_main]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -63,10 +63,10 @@ const STALL: Duration = Duration::from_secs(5);
 /// (type, name, resourceVersion)
 type Seen = (String, String, u64);
 
-fn object(name: &str, selected: bool) -> Bytes {
+fn object(namespace: &str, name: &str, selected: bool) -> Bytes {
     let value = serde_json::json!({
         "kind": "Pod", "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": "ns", "labels": {"pick": if selected { "yes" } else { "no" }}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"pick": if selected { "yes" } else { "no" }}},
     });
     Bytes::from(serde_json::to_vec(&value).unwrap())
 }
@@ -82,7 +82,7 @@ fn filter(namespace: Option<&str>) -> WatchFilter {
 /// One client's watch: what it received, and the revision it would resume after.
 struct Follower {
     name: &'static str,
-    namespace: Option<&'static str>,
+    namespace: Option<String>,
     /// `None` once shed.
     watch: Option<CacheWatch>,
     seen: Vec<Seen>,
@@ -90,8 +90,8 @@ struct Follower {
 }
 
 impl Follower {
-    async fn start(cacher: &Cacher, name: &'static str, namespace: Option<&'static str>, from: u64) -> Self {
-        let watch = cacher.watch(filter(namespace), WatchStart::After(from), false).await.unwrap();
+    async fn start(cacher: &Cacher, name: &'static str, namespace: Option<String>, from: u64) -> Self {
+        let watch = cacher.watch(filter(namespace.as_deref()), WatchStart::After(from), false).await.unwrap();
         Follower { name, namespace, watch: Some(watch), seen: Vec::new(), last: from }
     }
 
@@ -137,7 +137,7 @@ impl Follower {
         if self.watch.take().is_none() {
             return;
         }
-        match cacher.watch(filter(self.namespace), WatchStart::After(self.last), false).await {
+        match cacher.watch(filter(self.namespace.as_deref()), WatchStart::After(self.last), false).await {
             Ok(watch) => self.watch = Some(watch),
             Err(CacheError::TooOld(_)) => {}
             Err(error) => panic!("the {} watch could not resume after {}: {error}", self.name, self.last),
@@ -175,34 +175,75 @@ impl Follower {
     }
 }
 
+/// One watch cache over its own store, shared by the inputs with the same setup byte's queue
+/// and ring; replaced once it has taken [`WRITES_PER_CACHE`] writes, so that it stays small.
+struct Slot {
+    storage: Arc<dyn Storage>,
+    cacher: Cacher,
+    writes: usize,
+}
+
+/// What inputs share: one runtime, and a cache per setup. Each input writes in a namespace of
+/// its own and watches from the revision the previous inputs left, so it sees only its own
+/// events.
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    slots: HashMap<(usize, u8), Slot>,
+    serial: u64,
+}
+
+const WRITES_PER_CACHE: usize = 50_000;
+
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
+fn open_slot(queue: usize, ring: u8) -> Slot {
+    let storage: Arc<dyn Storage> =
+        Arc::new(EmbeddedStorage::in_memory_volatile(EmbeddedOptions::default()).unwrap());
+    let resource = ResourceConfig {
+        prefix: "/pods/".into(),
+        kind: "Pod".into(),
+        api_version: "v1".into(),
+        namespaced: true,
+        selectable_fields: vec![],
+        indexed_field: None,
+    };
+    // Tiny (16 events), a batch or two (512), or the whole history (4096).
+    let ring = match ring {
+        0 => RingLimits { min_events: 4, max_events: 16, ..RingLimits::default() },
+        1 => RingLimits { min_events: 256, max_events: 512, ..RingLimits::default() },
+        _ => RingLimits { min_events: 2048, max_events: 4096, ..RingLimits::default() },
+    };
+    let config = CacheConfig { watcher_queue: queue, ring, ..CacheConfig::default() };
+    let cacher = Cacher::start(Arc::clone(&storage), resource, config);
+    Slot { storage, cacher, writes: 0 }
+}
+
 fuzz_target!(|input: &[u8]| {
     let [setup, ops @ ..] = input else { return };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let shared = shared.get_or_insert_with(|| Shared {
+        runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap(),
+        slots: HashMap::new(),
+        serial: 0,
+    });
+    shared.serial += 1;
+    let namespace = format!("n{}", shared.serial);
+    let setup = (1 + usize::from(setup & 7), ((setup >> 3) % 4).min(2));
+    let Shared { runtime, slots, .. } = shared;
     runtime.block_on(async {
-        let storage: Arc<dyn Storage> =
-            Arc::new(EmbeddedStorage::in_memory(EmbeddedOptions::default()).unwrap());
-        let resource = ResourceConfig {
-            prefix: "/pods/".into(),
-            kind: "Pod".into(),
-            api_version: "v1".into(),
-            namespaced: true,
-            selectable_fields: vec![],
-            indexed_field: None,
-        };
-        // Tiny (16 events), a batch or two (512), or the whole history (4096).
-        let ring = match (setup >> 3) % 4 {
-            0 => RingLimits { min_events: 4, max_events: 16, ..RingLimits::default() },
-            1 => RingLimits { min_events: 256, max_events: 512, ..RingLimits::default() },
-            _ => RingLimits { min_events: 2048, max_events: 4096, ..RingLimits::default() },
-        };
-        let config =
-            CacheConfig { watcher_queue: 1 + usize::from(setup & 7), ring, ..CacheConfig::default() };
-        let cacher = Cacher::start(Arc::clone(&storage), resource, config);
+        if slots.get(&setup).is_some_and(|slot| slot.writes >= WRITES_PER_CACHE) {
+            if let Some(slot) = slots.remove(&setup) {
+                slot.cacher.stop();
+            }
+        }
+        let slot = slots.entry(setup).or_insert_with(|| open_slot(setup.0, setup.1));
+        let storage = Arc::clone(&slot.storage);
+        let cacher = &slot.cacher;
         assert!(cacher.wait_ready(Duration::from_secs(10)).await);
         let start = storage.current_revision().await.unwrap();
-        let mut idle = Follower::start(&cacher, "idle", None, start).await;
-        let mut reader = Follower::start(&cacher, "reading", Some("ns"), start).await;
-        let mut resumer = Follower::start(&cacher, "resuming", None, start).await;
+        let mut idle = Follower::start(cacher, "idle", None, start).await;
+        let mut reader = Follower::start(cacher, "reading", Some(namespace.clone()), start).await;
+        let mut resumer = Follower::start(cacher, "resuming", None, start).await;
 
         // name -> (selected, revision)
         let mut model: BTreeMap<String, (bool, u64)> = BTreeMap::new();
@@ -213,11 +254,11 @@ fuzz_target!(|input: &[u8]| {
                 Op::Write { key, delete, selected } if writes < MAX_WRITES => {
                     writes += 1;
                     let name = format!("p{}", key % 5);
-                    let key = format!("/pods/ns/{name}");
+                    let key = format!("/pods/{namespace}/{name}");
                     match (model.get(&name).copied(), delete) {
                         (None, true) => {}
                         (None, false) => {
-                            let kv = storage.create(&key, object(&name, selected)).await.unwrap();
+                            let kv = storage.create(&key, object(&namespace, &name, selected)).await.unwrap();
                             if selected {
                                 expected.push(("ADDED", name.clone(), kv.mod_revision));
                             }
@@ -231,7 +272,10 @@ fuzz_target!(|input: &[u8]| {
                             model.remove(&name);
                         }
                         (Some((was, revision)), false) => {
-                            let kv = storage.update(&key, object(&name, selected), revision).await.unwrap();
+                            let kv = storage
+                                .update(&key, object(&namespace, &name, selected), revision)
+                                .await
+                                .unwrap();
                             match (was, selected) {
                                 (true, true) => expected.push(("MODIFIED", name.clone(), kv.mod_revision)),
                                 (false, true) => expected.push(("ADDED", name.clone(), kv.mod_revision)),
@@ -248,10 +292,14 @@ fuzz_target!(|input: &[u8]| {
                     let creates: Vec<_> = (writes..writes + count)
                         .map(|i| {
                             let storage = Arc::clone(&storage);
+                            let namespace = namespace.clone();
                             tokio::spawn(async move {
                                 let name = format!("unwanted-{i}");
                                 storage
-                                    .create(&format!("/pods/ns/{name}"), object(&name, false))
+                                    .create(
+                                        &format!("/pods/{namespace}/{name}"),
+                                        object(&namespace, &name, false),
+                                    )
                                     .await
                                     .unwrap();
                             })
@@ -263,8 +311,10 @@ fuzz_target!(|input: &[u8]| {
                     writes += count;
                     if then_wanted && writes < MAX_WRITES {
                         let name = format!("wanted-{writes}");
-                        let kv =
-                            storage.create(&format!("/pods/ns/{name}"), object(&name, true)).await.unwrap();
+                        let kv = storage
+                            .create(&format!("/pods/{namespace}/{name}"), object(&namespace, &name, true))
+                            .await
+                            .unwrap();
                         expected.push(("ADDED", name.clone(), kv.mod_revision));
                         model.insert(name, (true, kv.mod_revision));
                         writes += 1;
@@ -274,11 +324,12 @@ fuzz_target!(|input: &[u8]| {
                     reader.poll();
                     resumer.poll();
                 }
-                Op::Resume => resumer.resume(&cacher).await,
+                Op::Resume => resumer.resume(cacher).await,
             }
         }
+        slot.writes += writes;
         let request = ListRequest {
-            filter: filter(None),
+            filter: filter(Some(&namespace)),
             limit: None,
             continue_from: None,
             version: ReadVersion::Consistent,
@@ -297,6 +348,5 @@ fuzz_target!(|input: &[u8]| {
         for follower in [&mut idle, &mut reader, &mut resumer] {
             follower.finish(&expected).await;
         }
-        cacher.stop();
     });
 });

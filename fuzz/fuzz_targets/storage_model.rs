@@ -4,6 +4,7 @@
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
@@ -20,10 +21,6 @@ enum Op {
     List { back: u8, limit: u8 },
 }
 
-fn key(index: u8) -> String {
-    format!("/things/k{}", index % 6)
-}
-
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
     value: Bytes,
@@ -31,16 +28,55 @@ struct Entry {
     modified: u64,
 }
 
+/// What inputs share: one runtime and one store, replaced after [`INPUTS_PER_STORE`] inputs so
+/// that it stays small. Each input works under its own key prefix, from the store's revision
+/// and compaction as the previous inputs left them.
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    storage: Option<EmbeddedStorage>,
+    /// Inputs run on the current store.
+    inputs: u64,
+    /// Every input so far (its prefix).
+    serial: u64,
+    /// The store's compacted revision.
+    compacted: u64,
+}
+
+const INPUTS_PER_STORE: u64 = 256;
+
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
 fuzz_target!(|ops: Vec<Op>| {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let shared = shared.get_or_insert_with(|| Shared {
+        runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        storage: None,
+        inputs: 0,
+        serial: 0,
+        compacted: 0,
+    });
+    if shared.storage.is_none() || shared.inputs == INPUTS_PER_STORE {
+        // The old store (and its writer thread) goes first.
+        shared.storage = None;
+        shared.storage = Some(
+            EmbeddedStorage::in_memory_volatile(EmbeddedOptions { history_revisions: 1_000_000 }).unwrap(),
+        );
+        shared.inputs = 0;
+        shared.compacted = 0;
+    }
+    shared.inputs += 1;
+    shared.serial += 1;
+    let prefix = format!("/things/{}/", shared.serial);
+    let key = |index: u8| format!("{prefix}k{}", index % 6);
+    let Shared { runtime, storage, compacted, .. } = shared;
+    let storage = storage.as_ref().expect("opened above");
     runtime.block_on(async {
-        let storage = EmbeddedStorage::in_memory(EmbeddedOptions { history_revisions: 1_000_000 }).unwrap();
         let mut model: BTreeMap<String, Entry> = BTreeMap::new();
         // (revision, key, state after)
         let mut history: Vec<(u64, String, Option<Entry>)> = Vec::new();
-        let mut revision = 1u64;
-        let mut compacted = 0u64;
-        for op in ops.into_iter().take(64) {
+        let start = storage.current_revision().await.unwrap();
+        let mut revision = start;
+        for op in ops.into_iter().take(32) {
             match op {
                 Op::Create { key: k, value } => {
                     let key = key(k);
@@ -100,11 +136,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 Op::Compact { back } => {
                     let target = revision.saturating_sub(u64::from(back % 8));
                     let result = storage.compact(target).await;
-                    if target <= compacted {
+                    if target <= *compacted {
                         assert!(matches!(result, Err(StorageError::Compacted { .. })), "{result:?}");
                     } else {
                         result.unwrap();
-                        compacted = target;
+                        *compacted = target;
                     }
                 }
                 Op::List { back, limit } => {
@@ -112,11 +148,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     let limit = usize::from(limit % 4);
                     let result = storage
                         .list(
-                            "/things/",
+                            &prefix,
                             ListOptions { revision: Some(at), limit: Some(limit), continue_after: None },
                         )
                         .await;
-                    if at < compacted {
+                    if at < *compacted {
                         assert!(matches!(result, Err(StorageError::Compacted { .. })), "{result:?}");
                         continue;
                     }
@@ -150,13 +186,14 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         // A watch from the oldest kept revision replays exactly the history after it.
-        let from = compacted.saturating_sub(1).max(1);
+        // (From the input's start at the earliest: the store's log before it is other inputs'.)
+        let from = compacted.saturating_sub(1).max(start).max(1);
         let expected: Vec<(u64, String, bool)> = history
             .iter()
             .filter(|(rev, _, _)| *rev > from)
             .map(|(rev, key, entry)| (*rev, key.clone(), entry.is_some()))
             .collect();
-        let mut watch = storage.watch("/things/", from).await.unwrap();
+        let mut watch = storage.watch(&prefix, from).await.unwrap();
         let mut seen = Vec::new();
         while seen.len() < expected.len() {
             match watch.next().await.unwrap().unwrap() {

@@ -315,7 +315,10 @@ fn default_service(service: &mut Value) {
 fn default_namespace(namespace: &mut Value) {
     if let Some(name) = namespace.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned) {
         default_field(&mut namespace["metadata"], "labels", json!({}));
-        namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        // Labels that are not an object are left to validation (a 4xx), not indexed.
+        if let Some(labels) = namespace["metadata"]["labels"].as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
     }
     default_field(namespace, "spec", json!({}));
     default_field(&mut namespace["spec"], "finalizers", json!(["kubernetes"]));
@@ -707,7 +710,7 @@ pub async fn list(
                     "specifying resource version is not allowed when using continue",
                 ));
             }
-            if !token.after.starts_with(&prefix) {
+            if !token.within(&prefix) {
                 return Err(ApiError::bad_request("continue key is not valid for this list"));
             }
             Some((token.revision, token.after.clone()))
@@ -1724,6 +1727,10 @@ mod tests {
         assert_eq!(namespace["metadata"]["labels"], json!({"kubernetes.io/metadata.name": "team-a"}));
         assert_eq!(namespace["spec"], json!({"finalizers": ["kubernetes"]}));
         assert_eq!(namespace["status"], json!({"phase": "Active"}));
+        // Labels that are not an object are left for validation to refuse, never indexed.
+        let mut odd = json!({"metadata": {"name": "team-b", "labels": 5}});
+        apply_defaults(&mut odd, &ty("namespaces"));
+        assert_eq!(odd["metadata"]["labels"], 5);
 
         let mut deployment = json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
         apply_defaults(&mut deployment, &ty("deployments"));

@@ -42,6 +42,7 @@ pub mod deletion;
 pub mod discovery;
 pub mod handlers;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod namespaces;
 pub mod negotiate;
@@ -112,13 +113,26 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: limits::ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    // The idle and header timeouts are `limits::TimedIo`'s (hyper's header timeout would also
+    // close idle connections). A head that does not fit hyper's read buffer gets 431: Go's
+    // limit, MaxHeaderBytes and its 4 KiB of slack.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_buf_size(limits::MAX_HEADER_BYTES + 4096);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .max_header_list_size(limits::MAX_HEADER_BYTES as u32);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -136,7 +150,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let Some(acceptor) = acceptor.clone() else {
-            let service = service(state, Arc::new(Connection { client_certificate: None, peer: Some(peer) }));
+            let (stream, activity) = limits::TimedIo::new(stream, limits);
+            let service = service(state, Arc::new(Connection { client_certificate: None, peer: Some(peer) }), activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
@@ -167,7 +182,8 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| leaf.as_ref().to_vec());
-            let service = service(state, Arc::new(Connection { client_certificate, peer: Some(peer) }));
+            let (stream, activity) = limits::TimedIo::new(stream, limits);
+            let service = service(state, Arc::new(Connection { client_certificate, peer: Some(peer) }), activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -186,6 +202,7 @@ pub async fn serve(
 fn service(
     state: Arc<ApiState>,
     connection: Arc<Connection>,
+    activity: Arc<limits::Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -195,10 +212,16 @@ fn service(
     service_fn(move |request| {
         let state = Arc::clone(&state);
         let connection = Arc::clone(&connection);
+        // The request is in progress, for the connection's idle timeout, until its response
+        // body is dropped: a watch is never idle.
+        let guard = activity.begin();
         // Boxed: hyper keeps a connection's in-flight request future in an allocation of that
         // future's size for the connection's life, so an idle watch connection would hold the
         // whole request path's state machine (~5 KB) after its request completed.
-        async move { Ok::<_, Infallible>(Box::pin(handle(&state, &connection, request)).await) }
+        async move {
+            let response = Box::pin(handle(&state, &connection, request)).await;
+            Ok::<_, Infallible>(response.map(|body| limits::Guarded::new(body, guard).boxed_unsync()))
+        }
     })
 }
 
@@ -312,6 +335,14 @@ async fn handle_inner(
     is_watch: bool,
     seen: &mut Seen,
 ) -> Response<Body> {
+    if let Err(error) = limits::check_head(&request) {
+        let mut response = error.to_response_in(negotiate::error_wire(request.headers()));
+        // As Go's server does after a 431, the connection is not reused.
+        if request.version() < http::Version::HTTP_2 {
+            response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        return response;
+    }
     // Requests on resources are limited; health, version and metrics endpoints are exempt.
     // Watches are long-running and counted apart, each holding its permit until it ends.
     let on_resources =

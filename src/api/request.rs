@@ -302,8 +302,20 @@ impl ContinueToken {
             return Err(invalid());
         }
         let revision = document["rv"].as_u64().filter(|&revision| revision > 0).ok_or_else(invalid)?;
-        let after = document["start"].as_str().filter(|after| after.starts_with('/')).ok_or_else(invalid)?;
+        // A clean storage key only (no empty, `.` or `..` segment, no control character), as
+        // kube-apiserver path-cleans its start key: a token cannot reach outside the list's
+        // prefix by traversal.
+        let after = document["start"]
+            .as_str()
+            .filter(|after| crate::storage::validate_key(after).is_ok())
+            .ok_or_else(invalid)?;
         Ok(ContinueToken { revision, after: after.to_owned() })
+    }
+
+    /// Whether the token continues a list of the keys under `prefix` (it was given out by a
+    /// list of that prefix).
+    pub fn within(&self, prefix: &str) -> bool {
+        self.after.starts_with(prefix) && self.after.len() > prefix.len()
     }
 }
 
@@ -343,6 +355,14 @@ mod tests {
         for bad in ["", "!!!", "e30", "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MH0"] {
             assert!(ContinueToken::decode(bad).is_err(), "{bad}");
         }
+        // Keys that are not clean are refused, as kube refuses start keys that path.Clean changes.
+        for after in ["/pods/ns/../../secrets/a", "/pods//a", "/pods/ns/./a", "pods/a", "/pods/a\u{0}"] {
+            let token = ContinueToken { revision: 3, after: after.into() };
+            assert!(ContinueToken::decode(&token.encode()).is_err(), "{after:?}");
+        }
+        assert!(token.within("/pods/ns/"));
+        assert!(!token.within("/pods/ns/a"), "the prefix itself is no key under it");
+        assert!(!token.within("/pods/other/"));
     }
 
     #[test]

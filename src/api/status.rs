@@ -135,12 +135,31 @@ impl ApiError {
         ApiError::new(StatusCode::GONE, "Expired", message)
     }
 
-    /// 413 RequestEntityTooLarge.
+    /// 431 Request Header Fields Too Large (kube has no reason for it: the reason is empty, as
+    /// client-go's StatusReasonUnknown).
+    pub fn headers_too_large(size: usize, limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "",
+            format!("the request's headers are {size} bytes, more than the limit of {limit}"),
+        )
+    }
+
+    /// 414 URI Too Long (kube has no reason for it either).
+    pub fn uri_too_long(size: usize, limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "",
+            format!("the request URI is {size} bytes, more than the limit of {limit}"),
+        )
+    }
+
+    /// 413 RequestEntityTooLarge, with kube-apiserver's message for a body over its limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            format!("the request body is larger than the limit of {limit} bytes"),
+            format!("Request entity too large: limit is {limit}"),
         )
     }
 

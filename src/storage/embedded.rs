@@ -120,7 +120,7 @@ impl EmbeddedStorage {
         let path: PathBuf = dir.join("watchcache.redb");
         let db = Database::create(&path)
             .map_err(|error| StorageError::Internal(format!("cannot open {}: {error}", path.display())))?;
-        Self::start(db, options, format!("embedded redb at {}", dir.display()))
+        Self::start(db, options, format!("embedded redb at {}", dir.display()), Durability::Immediate)
     }
 
     /// Opens an empty store that lives in memory only.
@@ -128,10 +128,28 @@ impl EmbeddedStorage {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(db_error)?;
-        Self::start(db, options, "in-memory".to_owned())
+        Self::start(db, options, "in-memory".to_owned(), Durability::Immediate)
     }
 
-    fn start(db: Database, options: EmbeddedOptions, description: String) -> Result<Self> {
+    /// For tests and fuzzing only, never a server: [`EmbeddedStorage::in_memory`] with redb's
+    /// non-durable commits ([`Durability::None`]). They skip the work that makes a commit
+    /// survive a crash, which a store in memory cannot anyway, so writes are several times
+    /// cheaper; but redb may hold the pages they free until a durable commit, so memory can grow
+    /// with every write: keep such a store short-lived. Every other behaviour is the same.
+    #[doc(hidden)]
+    pub fn in_memory_volatile(options: EmbeddedOptions) -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(db_error)?;
+        Self::start(db, options, "in-memory (volatile)".to_owned(), Durability::None)
+    }
+
+    fn start(
+        db: Database,
+        options: EmbeddedOptions,
+        description: String,
+        durability: Durability,
+    ) -> Result<Self> {
         let db = Arc::new(db);
         let revision = initialize(&db)?;
         let revision = Arc::new(watch::Sender::new(revision));
@@ -144,6 +162,7 @@ impl EmbeddedStorage {
                 history_revisions: options.history_revisions,
                 failure: Arc::clone(&failure),
                 description: description.clone(),
+                durability,
             };
             std::thread::Builder::new()
                 .name("embedded-writer".into())
@@ -612,6 +631,8 @@ struct WriterThread {
     history_revisions: u64,
     failure: Arc<std::sync::OnceLock<StorageError>>,
     description: String,
+    /// Immediate (fsync) for every store a server opens; None only for `in_memory_volatile`.
+    durability: Durability,
 }
 
 impl WriterThread {
@@ -632,7 +653,7 @@ impl WriterThread {
                 continue;
             }
             let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
-            match apply_batch(&self.db, &ops, self.history_revisions) {
+            match apply_batch(&self.db, &ops, self.history_revisions, self.durability) {
                 Ok((revision, outcomes)) => {
                     self.published.send_if_modified(|published| {
                         let changed = *published != revision;
@@ -684,9 +705,10 @@ fn apply_batch(
     db: &Database,
     ops: &[&WriteOp],
     history_revisions: u64,
+    durability: Durability,
 ) -> Result<(Revision, Vec<Result<WriteOutcome>>)> {
     let mut txn = db.begin_write().map_err(db_error)?;
-    txn.set_durability(Durability::Immediate).map_err(db_error)?;
+    txn.set_durability(durability).map_err(db_error)?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let revision;
     {
