@@ -155,7 +155,10 @@ async fn run() -> Result<bool, String> {
             while Instant::now() < deadline {
                 let path = format!("{COLLECTION}/cm-{}", seq as usize % OBJECTS);
                 let body = json!({"data": {"payload": payload(seq)}}).to_string();
-                match http.request("PATCH", &path, "application/merge-patch+json", Bytes::from(body), 256).await {
+                match http
+                    .request("PATCH", &path, "application/merge-patch+json", Bytes::from(body), 256)
+                    .await
+                {
                     Ok(reply) if reply.status == 200 => {
                         writes.fetch_add(1, Ordering::Relaxed);
                     }
@@ -209,7 +212,20 @@ async fn run() -> Result<bool, String> {
     println!(
         "{}",
         scenario::table(
-            &["watchers", "writers", "writes", "writes/s", "RSS with watches open", "peak RSS", "bound", "peak / bound", "watchers shed", "still open", "ring bytes at the end", "failed writes"],
+            &[
+                "watchers",
+                "writers",
+                "writes",
+                "writes/s",
+                "RSS with watches open",
+                "peak RSS",
+                "bound",
+                "peak / bound",
+                "watchers shed",
+                "still open",
+                "ring bytes at the end",
+                "failed writes"
+            ],
             &[vec![
                 watchers.to_string(),
                 writers.to_string(),
@@ -259,7 +275,8 @@ fn drain(streams: Vec<TcpStream>, received: &AtomicU64, stop: &AtomicBool) {
 }
 
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     match runtime.block_on(run()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -266,7 +266,7 @@ pub enum StorageMediaType {
 
 /// A size: plain bytes, or with a suffix as Kubernetes quantities take them (`Ki`, `Mi`, `Gi`,
 /// `Ti` for powers of 1,024; `k`, `M`, `G`, `T` for powers of 1,000).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| format!("not a size: {text:?} (e.g. 256Mi)"))?;

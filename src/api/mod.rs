@@ -151,7 +151,8 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let Some(acceptor) = acceptor.clone() else {
             let (stream, activity) = limits::TimedIo::new(stream, limits);
-            let service = service(state, Arc::new(Connection { client_certificate: None, peer: Some(peer) }), activity);
+            let service =
+                service(state, Arc::new(Connection { client_certificate: None, peer: Some(peer) }), activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
@@ -183,7 +184,8 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .map(|leaf| leaf.as_ref().to_vec());
             let (stream, activity) = limits::TimedIo::new(stream, limits);
-            let service = service(state, Arc::new(Connection { client_certificate, peer: Some(peer) }), activity);
+            let service =
+                service(state, Arc::new(Connection { client_certificate, peer: Some(peer) }), activity);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
