@@ -98,13 +98,15 @@ async fn run() -> Result<bool, String> {
         let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{index}")},
             "data": {"payload": payload(0)}});
         let reply = http
-            .request("POST", COLLECTION, "application/json", Bytes::from(object.to_string()), 4096)
+            .request("POST", COLLECTION, "application/json", Bytes::from(object.to_string()), usize::MAX)
             .await?;
         if reply.status != 201 {
             return Err(format!("create: {} {}", reply.status, reply.text()));
         }
-        let created: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-        revision = created["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_owned();
+        let created: serde_json::Value =
+            serde_json::from_slice(&reply.body).map_err(|error| format!("create: {error}"))?;
+        revision =
+            created["metadata"]["resourceVersion"].as_str().ok_or("create: no resourceVersion")?.to_owned();
     }
 
     println!("  {OBJECTS} ConfigMaps of ~10 KiB created, RSS {}", mib(procs::rss_bytes(pid)));

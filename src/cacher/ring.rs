@@ -268,6 +268,10 @@ pub struct RingWriter {
     ring: Arc<EventRing>,
     limits: RingLimits,
     bytes: usize,
+    /// The size each slot's event was counted at when pushed (by slot index). An event grows
+    /// after its push when a watcher fills its lazy forms (protobuf, the DELETED state), so
+    /// eviction gives back what was counted, never a later, larger size.
+    sizes: Vec<usize>,
 }
 
 impl RingWriter {
@@ -285,7 +289,7 @@ impl RingWriter {
             bytes: AtomicUsize::new(0),
             epoch: AtomicU64::new(0),
         });
-        RingWriter { ring, limits, bytes: 0 }
+        RingWriter { ring, limits, bytes: 0, sizes: vec![0; capacity] }
     }
 
     /// The shared read side.
@@ -310,10 +314,12 @@ impl RingWriter {
             self.evict_oldest();
         }
         let revision = event.revision();
-        self.bytes += event.size();
+        let size = event.size();
+        self.bytes += size;
         if let Some(budget) = &self.limits.budget {
-            budget.used.fetch_add(event.size(), Ordering::Relaxed);
+            budget.used.fetch_add(size, Ordering::Relaxed);
         }
+        self.sizes[(seq & ring.mask) as usize] = size;
         ring.slots[(seq & ring.mask) as usize].store(Some(event));
         ring.tail.store(seq + 1, Ordering::Release);
         // Orders the tail store before the dispatcher's loads of watcher modes that follow.
@@ -367,13 +373,15 @@ impl RingWriter {
     fn evict_oldest(&mut self) {
         let ring = &self.ring;
         let head = ring.head.load(Ordering::Relaxed);
-        let slot = &ring.slots[(head & ring.mask) as usize];
+        let index = (head & ring.mask) as usize;
+        let slot = &ring.slots[index];
         if let Some(event) = slot.load_full().filter(|event| event.seq == head) {
             // Readers must learn that `event` is gone before they can miss it.
             ring.oldest_revision.store(event.revision(), Ordering::Release);
-            self.bytes -= event.size();
+            let size = std::mem::take(&mut self.sizes[index]);
+            self.bytes -= size;
             if let Some(budget) = &self.limits.budget {
-                budget.used.fetch_sub(event.size(), Ordering::Relaxed);
+                budget.used.fetch_sub(size, Ordering::Relaxed);
             }
         }
         ring.head.store(head + 1, Ordering::Release);
@@ -422,6 +430,27 @@ mod tests {
             window: Duration::from_secs(3600),
             budget: None,
         }
+    }
+
+    /// An event that grows after its push (a watcher filled its DELETED state or its protobuf
+    /// form) gives back what it was counted at: the ring's and the budget's bytes return to 0.
+    #[test]
+    fn an_event_that_grows_after_its_push_is_uncounted_at_its_pushed_size() {
+        let budget = Arc::new(ByteBudget::new(usize::MAX));
+        let mut writer = RingWriter::new(RingLimits { budget: Some(Arc::clone(&budget)), ..limits(2, 8) }, 0);
+        let decode = |revision| {
+            let json = br#"{"metadata":{"name":"a"},"data":{"k":"v"}}"#;
+            Arc::new(CachedObject::decode("/things/ns/a", json, revision, &resource()).unwrap())
+        };
+        let first = Arc::new(CachedEvent::new(0, EventType::Modified, decode(1), Some(decode(0))));
+        writer.push(Arc::clone(&first));
+        let counted = budget.used();
+        first.deleted_state(&resource());
+        assert!(first.size() > counted, "the DELETED state adds to the event's size");
+        writer.push(event(1, 2));
+        writer.reset(2);
+        assert_eq!(writer.bytes, 0);
+        assert_eq!(budget.used(), 0);
     }
 
     /// Rings sharing a byte budget stay within it together: the ring that pushes past the cap
