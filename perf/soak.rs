@@ -229,6 +229,8 @@ async fn run() -> bool {
         verdict.lost_writes.len()
     );
     println!("| writes left undecided / attempts retried | {uncertain} / {failed_attempts} |");
+    let ambiguous: u64 = ledgers.iter().map(|ledger| ledger.ambiguous_creates).sum();
+    println!("| creates that failed and may still apply (left out of the checks) | {ambiguous} |");
     println!("| events delivered (put events with latency) | {delivered} |");
     println!("| events lost (gaps) | {} |", verdict.missed);
     println!("| events duplicated | {} |", verdict.duplicates);

@@ -79,13 +79,27 @@ pub async fn open_storage(args: &ServeArgs) -> Result<Arc<dyn Storage>, ServeErr
     Ok(Arc::new(storage))
 }
 
+/// How many connections the kernel may queue for `accept` (capped by `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024; when a restarted server faces thousands of
+/// clients reconnecting at once, a full queue drops their SYNs and each waits for TCP's 1 s
+/// retry. Go's servers (kube-apiserver's included) ask for the kernel's maximum.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `address` with [`LISTEN_BACKLOG`], reusing the address as tokio's `bind` does.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs `watchcache serve` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let security = Security::new(&args)?;
     let storage = open_storage(&args).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Listen { address: args.listen, source })?;
+    let listener =
+        listen(args.listen).map_err(|source| ServeError::Listen { address: args.listen, source })?;
     let address =
         listener.local_addr().map_err(|source| ServeError::Listen { address: args.listen, source })?;
     let description = storage.describe();

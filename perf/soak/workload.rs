@@ -127,6 +127,9 @@ pub struct Ledger {
     pub final_state: BTreeMap<String, Option<u64>>,
     /// Keys whose last write got no decisive answer before the writer gave up on it.
     pub uncertain: Vec<String>,
+    /// Creates that failed with a 5xx or no answer: they may still apply later (see the
+    /// writer), so their keys are left out of the checks. Not a failure.
+    pub ambiguous_creates: u64,
     pub acked: Vec<Acked>,
     /// Send of the first attempt → the acknowledgement, per acknowledged write.
     pub latencies: Vec<Duration>,
@@ -188,6 +191,7 @@ pub async fn writer(client: Client, config: WriterConfig, stop: Arc<AtomicBool>)
         let data = json!({"seq": seq.to_string(), "t": micros_now().to_string()});
         let started = Instant::now();
         let mut resent = false;
+        let mut ambiguous_create = false;
         let outcome: Option<Acked> = loop {
             if started.elapsed() > Duration::from_secs(90) {
                 break None;
@@ -226,8 +230,17 @@ pub async fn writer(client: Client, config: WriterConfig, stop: Arc<AtomicBool>)
                 (Op::Create, Ok((201, body))) => {
                     break Some(Acked { key: key.clone(), rv: rv_of(&body), seq: Some(seq) })
                 }
-                (Op::Create, Ok((409, _))) if resent => {
-                    break Some(Acked { key: key.clone(), rv: None, seq: Some(seq) })
+                // A create that failed may still apply later (its first attempt in flight in a
+                // frozen member), even after a retry and a delete: its key is uncertain.
+                (Op::Create, Ok((status, _))) if status >= 500 => {
+                    ledger.failed_attempts += 1;
+                    ambiguous_create = true;
+                    break None;
+                }
+                (Op::Create, Err(_)) => {
+                    ledger.failed_attempts += 1;
+                    ambiguous_create = true;
+                    break None;
                 }
                 (Op::Patch, Ok((200, body))) => {
                     break Some(Acked { key: key.clone(), rv: rv_of(&body), seq: Some(seq) })
@@ -274,7 +287,11 @@ pub async fn writer(client: Client, config: WriterConfig, stop: Arc<AtomicBool>)
             None => {
                 // Undecided or refused: the key's state is unknown from here on.
                 ledger.final_state.remove(&key);
-                ledger.uncertain.push(key.clone());
+                if ambiguous_create {
+                    ledger.ambiguous_creates += 1;
+                } else {
+                    ledger.uncertain.push(key.clone());
+                }
                 if let Some(index) = index {
                     live.swap_remove(index);
                 }
@@ -680,6 +697,9 @@ pub fn check(ledgers: &[Ledger], final_list: &State, watchers: &[WatcherReport])
     for (index, report) in watchers.iter().enumerate() {
         for segment in &report.segments {
             let mut got = segment.events.iter().map(|(rv, _, _)| *rv).peekable();
+            if segment.end <= segment.start {
+                continue;
+            }
             for (&rv, key) in all.range(segment.start + 1..=segment.end) {
                 while got.peek().is_some_and(|&next| next < rv) {
                     got.next();

@@ -32,9 +32,13 @@
 //! etcd-client balances one channel over all the endpoints it is given, and then fails requests
 //! while one of them is down. This backend instead keeps one client per endpoint, sends each
 //! request to a *preferred* endpoint, and on a transport error or a timeout moves on to the next
-//! endpoint (which becomes the preferred one if it answers). A write whose answer was lost may
-//! therefore be sent twice; every write here is conditional, so a resent write fails with
-//! `AlreadyExists` or `Conflict` rather than applying twice.
+//! endpoint (which becomes the preferred one if it answers). An update or delete whose answer
+//! was lost may therefore be sent twice; both are conditional on the revision they expect, so
+//! the second fails its compare (and an update that finds its own value reports success) rather
+//! than applying twice. A create is never sent again once it may have reached etcd: its compare
+//! (`create_revision == 0`) holds again after a delete, so a first attempt still in flight in a
+//! frozen member could apply after the resend and a later delete and bring the object back. Its
+//! lost answer is a 503 saying the create may or may not have been applied.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -254,12 +258,14 @@ impl EtcdStorage {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        self.run_tracked(request).await.map(|(answer, _)| answer)
+        self.run_tracked(request, Resend::Always).await.map(|(answer, _)| answer)
     }
 
     /// [`Self::run`], also saying whether the answer is to a resend: an earlier attempt failed
-    /// in a way that may have left the request applied (its answer was lost).
-    async fn run_tracked<T, F, Fut>(&self, request: F) -> Result<(T, bool)>
+    /// in a way that may have left the request applied (its answer was lost). With
+    /// [`Resend::OnlyUnsent`], a request that may have reached etcd is not sent again: the
+    /// failure is returned, saying the write may or may not have been applied.
+    async fn run_tracked<T, F, Fut>(&self, request: F, resend: Resend) -> Result<(T, bool)>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -289,17 +295,31 @@ impl EtcdStorage {
                     return Ok((answer, resent));
                 }
                 Ok(Err(error)) => {
+                    let unsent = never_sent(&error);
                     let error = map_error(error);
                     if !error.is_retryable() {
                         return Err(error);
                     }
                     tracing::warn!(endpoint = %url, %error, "etcd endpoint failed");
-                    resent = true;
+                    if !unsent {
+                        if resend == Resend::OnlyUnsent {
+                            return Err(StorageError::Unavailable(format!(
+                                "{url}: {error}; the write may or may not have been applied"
+                            )));
+                        }
+                        resent = true;
+                    }
                     last_error = error;
                 }
                 Err(_) => {
-                    resent = true;
                     tracing::warn!(endpoint = %url, "etcd endpoint timed out");
+                    if resend == Resend::OnlyUnsent {
+                        return Err(StorageError::Unavailable(format!(
+                            "{url} did not answer within {:?}; the write may or may not have been applied",
+                            self.request_timeout
+                        )));
+                    }
+                    resent = true;
                     last_error = StorageError::Unavailable(format!(
                         "{url} did not answer within {:?}",
                         self.request_timeout
@@ -309,6 +329,26 @@ impl EtcdStorage {
         }
         Err(last_error)
     }
+}
+
+/// When [`EtcdStorage::run_tracked`] may send a request again to the next endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// After any transport failure or timeout: reads, and writes whose resend is harmless.
+    Always,
+    /// Only when the request cannot have reached etcd (the connection was never made). A create
+    /// is one: its compare (`create_revision == 0`) holds again once the key is deleted, so a
+    /// first attempt still in flight in a member that was frozen or cut off can apply *after* a
+    /// resend succeeded and a later delete, bringing the object back.
+    OnlyUnsent,
+}
+
+/// Whether a failed request can never have reached etcd: the connection was not made.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("error trying to connect")
 }
 
 /// Whether an etcd server of `version` sends progress notifications only once every event
@@ -429,29 +469,22 @@ impl Storage for EtcdStorage {
         let (stored, value) = self.encode_value(key, value)?;
         validate_value(key, &stored)?;
         let full = self.full_key(key);
-        let (response, resent) = self
-            .run_tracked(|mut client| {
-                let txn = Txn::new()
-                    .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(full.clone(), stored.to_vec(), None)])
-                    .or_else([TxnOp::get(full.clone(), None)]);
-                async move { client.txn(txn).await }
-            })
+        // Never resent once it may have reached etcd (see `Resend::OnlyUnsent`): a lost answer
+        // is an error saying the create may or may not have been applied, as kube-apiserver's
+        // timeout is.
+        let (response, _) = self
+            .run_tracked(
+                |mut client| {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(full.clone(), stored.to_vec(), None)])
+                        .or_else([TxnOp::get(full.clone(), None)]);
+                    async move { client.txn(txn).await }
+                },
+                Resend::OnlyUnsent,
+            )
             .await?;
         if !response.succeeded() {
-            // A resend whose first attempt was applied finds its own value: the create
-            // succeeded, and saying AlreadyExists would make a client that generated the name
-            // create a second object.
-            if let (true, Some(current)) = (resent, existing(&response)) {
-                if current.value() == &stored[..] {
-                    return Ok(KeyValue {
-                        key: key.to_owned(),
-                        value,
-                        create_revision: current.create_revision() as Revision,
-                        mod_revision: current.mod_revision() as Revision,
-                    });
-                }
-            }
             return Err(StorageError::AlreadyExists { key: key.to_owned() });
         }
         let revision = header_revision(response.header())?;
@@ -508,20 +541,27 @@ impl Storage for EtcdStorage {
         validate_value(key, &stored)?;
         let full = self.full_key(key);
         let (response, resent) = self
-            .run_tracked(|mut client| {
-                let txn = Txn::new()
-                    .when([
-                        Compare::version(full.clone(), CompareOp::Greater, 0),
-                        Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision as i64),
-                    ])
-                    .and_then([TxnOp::put(
-                        full.clone(),
-                        stored.to_vec(),
-                        Some(PutOptions::new().with_prev_key()),
-                    )])
-                    .or_else([TxnOp::get(full.clone(), None)]);
-                async move { client.txn(txn).await }
-            })
+            .run_tracked(
+                |mut client| {
+                    let txn = Txn::new()
+                        .when([
+                            Compare::version(full.clone(), CompareOp::Greater, 0),
+                            Compare::mod_revision(
+                                full.clone(),
+                                CompareOp::Equal,
+                                expected_mod_revision as i64,
+                            ),
+                        ])
+                        .and_then([TxnOp::put(
+                            full.clone(),
+                            stored.to_vec(),
+                            Some(PutOptions::new().with_prev_key()),
+                        )])
+                        .or_else([TxnOp::get(full.clone(), None)]);
+                    async move { client.txn(txn).await }
+                },
+                Resend::Always,
+            )
             .await?;
         let revision = header_revision(response.header())?;
         let mut answers = response.op_responses().into_iter();
@@ -691,14 +731,6 @@ impl Storage for EtcdStorage {
             .unwrap_or(0);
         Ok(CompactionClaim { won: false, version, current_revision })
     }
-}
-
-/// The pair a failed transaction's `Get` found, if any.
-fn existing(response: &etcd_client::TxnResponse) -> Option<etcd_client::KeyValue> {
-    response.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
-        _ => None,
-    })
 }
 
 /// The key on which compactions are elected, as kube-apiserver names it.
