@@ -41,6 +41,15 @@ fn encode(query: &Query) -> String {
     if let Some(include) = &query.include_object {
         out.append_pair("includeObject", include);
     }
+    if let Some(grace) = query.grace_period_seconds {
+        out.append_pair("gracePeriodSeconds", &grace.to_string());
+    }
+    if let Some(policy) = &query.propagation_policy {
+        out.append_pair("propagationPolicy", policy);
+    }
+    if let Some(orphan) = query.orphan_dependents {
+        out.append_pair("orphanDependents", if orphan { "true" } else { "false" });
+    }
     out.finish()
 }
 
