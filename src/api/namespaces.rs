@@ -190,6 +190,10 @@ pub fn spawn(registry: Arc<Registry>) {
             let Ok(listed) = namespaces.cacher.list(&request).await else { continue };
             let mut terminating = Vec::new();
             for object in &listed.items {
+                // Most namespaces are not being deleted: skip them without parsing their JSON.
+                if !object.json.windows(19).any(|window| window == b"\"deletionTimestamp\"") {
+                    continue;
+                }
                 if let Ok(namespace) = serde_json::from_slice::<Value>(&object.json) {
                     if namespace.pointer("/metadata/deletionTimestamp").is_some_and(|stamp| !stamp.is_null())
                     {
